@@ -1,0 +1,369 @@
+"""Every change of a request's state happens here, and only here.
+
+Views, API views, tasks and commands call these `do_*` functions. A decision is
+a conditional UPDATE on `status = 'pending'`: whoever changes exactly one row
+won, and only the winner audits, broadcasts and schedules the callback (after
+commit). Operators' clicks, agents' cancels, the timeout sweep and the lazy
+deadline check on reads all go through `do_decide`, so exactly one of them wins
+a race, on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from oversight import policy as policies
+from oversight.events import FEED_GROUP, request_group, send_event_on_commit
+from oversight.models import Agent, ApiKey, AuditEvent, OversightRequest, Policy, Source, Status, TimeoutAction
+from oversight.serializers import request_dict
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyDecided(Exception):
+    """The request was final before this decision could be applied."""
+
+    def __init__(self, request: OversightRequest):
+        self.request = request
+        who = request.decided_by or request.decision_source
+        super().__init__(f"Already {request.status} by {who}.")
+
+
+class SubmissionInvalid(Exception):
+    """A submission that is only invalid against its policy (e.g. a longer timeout)."""
+
+    def __init__(self, details: dict[str, list[str]]):
+        self.details = details
+        super().__init__(str(details))
+
+
+class IdempotencyConflict(Exception):
+    def __init__(self, request: OversightRequest):
+        self.request = request
+        super().__init__("This idempotency key was used with a different body.")
+
+
+@dataclass(frozen=True)
+class Submission:
+    operation: str
+    summary: str
+    payload: dict
+    metrics: dict
+    timeout_seconds: int | None = None
+    callback_url: str = ""
+    idempotency_key: str | None = None
+
+    def digest(self) -> str:
+        """What makes two submissions 'the same body' for idempotency."""
+        body = {
+            "operation": self.operation,
+            "summary": self.summary,
+            "payload": self.payload,
+            "metrics": self.metrics,
+            "timeout_seconds": self.timeout_seconds,
+            "callback_url": self.callback_url,
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _load(request_id) -> OversightRequest:
+    return OversightRequest.objects.select_related("agent").get(id=request_id)
+
+
+def _broadcast(req: OversightRequest, event_type: str) -> None:
+    groups = (FEED_GROUP, request_group(req.id)) if req.critical or event_type == "request.decided" else (request_group(req.id),)
+    send_event_on_commit(event_type, {"request": request_dict(req)}, groups=groups)
+
+
+def host_pressure_for(agent: Agent, metrics: dict, now: datetime) -> float | None:
+    """The agent's host's recent memory pressure, when the request carries none."""
+    if metrics.get("memory_pressure") is not None:
+        return None
+    from monitoring.hooks import recent_host_pressure
+
+    host = metrics.get("host") or agent.last_host
+    if not host:
+        return None
+    return recent_host_pressure(host, now)
+
+
+def do_submit(
+    agent: Agent, submission: Submission, *, api_key: ApiKey | None = None, now: datetime | None = None
+) -> tuple[OversightRequest, bool]:
+    """Evaluate and store a submission. Returns (request, created).
+
+    A repeated idempotency key with the same body returns the existing request
+    (created=False); with a different body it raises IdempotencyConflict.
+    """
+    now = now or timezone.now()
+    digest = submission.digest()
+    if submission.idempotency_key:
+        existing = _existing_for_key(agent, submission.idempotency_key, digest)
+        if existing is not None:
+            return existing, False
+
+    policy = policies.current_policy(submission.operation)
+    if submission.timeout_seconds is not None and submission.timeout_seconds > policy.timeout_seconds:
+        raise SubmissionInvalid(
+            {"timeout_seconds": [f"must be at most {policy.timeout_seconds}, the policy's timeout"]}
+        )
+    pressure = host_pressure_for(agent, submission.metrics, now)
+    evaluation = policies.evaluate(policy, agent_name=agent.name, metrics=submission.metrics, host_pressure=pressure)
+    deadline, escalate_at = policies.timeline(policy, now, submission.timeout_seconds)
+
+    req = OversightRequest(
+        agent=agent,
+        api_key=api_key,
+        operation=submission.operation,
+        summary=submission.summary,
+        payload=submission.payload,
+        metrics=submission.metrics,
+        critical=evaluation.critical,
+        trusted_bypass=evaluation.trusted_bypass,
+        triggers=evaluation.triggers,
+        fired_rules=evaluation.fired_rules,
+        policy=policy,
+        policy_operation=policy.operation,
+        policy_version=policy.version,
+        created_at=now,
+        timeout_action=policy.timeout_action,
+        callback_url=submission.callback_url,
+        idempotency_key=submission.idempotency_key,
+        body_digest=digest,
+    )
+    if evaluation.critical:
+        req.deadline, req.escalate_at = deadline, escalate_at
+    else:
+        req.status = Status.APPROVED
+        req.decision_source = Source.POLICY
+        req.decision_reason = "Trusted agent: policy bypassed." if evaluation.trusted_bypass else "No rule fired."
+        req.decided_at = now
+
+    try:
+        with transaction.atomic():
+            req.save(force_insert=True)
+            AuditEvent.objects.bulk_create(_submission_events(req, policy, now))
+            if evaluation.critical:
+                _broadcast(req, "request.created")
+            else:
+                _broadcast(req, "request.decided")
+                _schedule_callback(req)
+    except IntegrityError:
+        # Two submissions with one idempotency key raced; the other one is stored.
+        if not submission.idempotency_key:
+            raise
+        existing = _existing_for_key(agent, submission.idempotency_key, digest)
+        if existing is None:
+            raise
+        return existing, False
+    return req, True
+
+
+def _existing_for_key(agent: Agent, key: str, digest: str) -> OversightRequest | None:
+    existing = OversightRequest.objects.select_related("agent").filter(agent=agent, idempotency_key=key).first()
+    if existing is not None and existing.body_digest != digest:
+        raise IdempotencyConflict(existing)
+    return existing
+
+
+def _submission_events(req: OversightRequest, policy: Policy, now: datetime) -> list[AuditEvent]:
+    events = [
+        AuditEvent(request=req, kind=AuditEvent.Kind.SUBMITTED, at=now, actor=req.agent.name,
+                   data={"operation": req.operation}),
+        AuditEvent(request=req, kind=AuditEvent.Kind.EVALUATED, at=now, actor="policy",
+                   data={"policy": str(policy), "critical": req.critical, "trusted_bypass": req.trusted_bypass,
+                         "fired": req.fired_rules}),
+    ]
+    if not req.critical:
+        events.append(_decided_event(req))
+    return events
+
+
+def _decided_event(req: OversightRequest) -> AuditEvent:
+    kind = AuditEvent.Kind.CANCELLED if req.status == Status.CANCELLED else AuditEvent.Kind.DECIDED
+    actor = req.decided_by or req.decision_source
+    return AuditEvent(
+        request=req,
+        kind=kind,
+        at=req.decided_at,
+        actor=actor,
+        data={"outcome": req.status, "source": req.decision_source, "reason": req.decision_reason},
+    )
+
+
+def do_decide(
+    request_id,
+    *,
+    outcome: str,
+    source: str,
+    by: str = "",
+    reason: str = "",
+    now: datetime | None = None,
+) -> OversightRequest:
+    """Make the one final decision of a pending request, or raise AlreadyDecided.
+
+    `outcome` is a final status (approved, rejected, cancelled). People and agents
+    can only decide before the deadline; past it, the timeout is applied instead
+    and they are told it won.
+    """
+    now = now or timezone.now()
+    if outcome not in (Status.APPROVED, Status.REJECTED, Status.CANCELLED):
+        raise ValueError(f"Not a final outcome: {outcome!r}")
+    claim = OversightRequest.objects.filter(id=request_id, status=Status.PENDING)
+    if source != Source.TIMEOUT:
+        claim = claim.filter(deadline__gt=now)
+    else:
+        claim = claim.filter(deadline__lte=now)
+
+    with transaction.atomic():
+        won = claim.update(status=outcome, decision_source=source, decided_by=by, decision_reason=reason, decided_at=now)
+        req = _load(request_id)
+        if won != 1:
+            lost_to = req
+        else:
+            _decided_event(req).save()
+            _broadcast(req, "request.decided")
+            _schedule_callback(req)
+            return req
+
+    # Lost: either someone else decided first, or the deadline passed.
+    if lost_to.status == Status.PENDING and source != Source.TIMEOUT:
+        lost_to = apply_timeout_if_due(lost_to, now=now)
+    raise AlreadyDecided(lost_to)
+
+
+def apply_timeout_if_due(req: OversightRequest, *, now: datetime | None = None) -> OversightRequest:
+    """The lazy deadline check: a read of a request past its deadline applies the timeout.
+
+    This is what makes the deadline hold with every worker down. Returns the
+    request as it now stands (decided by whoever won).
+    """
+    now = now or timezone.now()
+    if req.status != Status.PENDING or req.deadline is None or req.deadline > now:
+        return req
+    try:
+        return apply_timeout(req.id, req.timeout_action, now=now)
+    except AlreadyDecided as lost:
+        return lost.request
+
+
+def apply_timeout(request_id, timeout_action: str, *, now: datetime | None = None) -> OversightRequest:
+    """The rule: when the deadline passes, the policy's timeout action applies,
+    recorded with source `timeout`, never as a human decision."""
+    outcome = Status.APPROVED if timeout_action == TimeoutAction.APPROVE else Status.REJECTED
+    return do_decide(
+        request_id,
+        outcome=outcome,
+        source=Source.TIMEOUT,
+        reason=f"No decision before the deadline: the policy's timeout action ({timeout_action}) applied.",
+        now=now,
+    )
+
+
+def do_cancel(agent: Agent, request_id, *, now: datetime | None = None) -> OversightRequest:
+    return do_decide(
+        request_id, outcome=Status.CANCELLED, source=Source.AGENT, by=agent.name,
+        reason="Cancelled by the agent.", now=now,
+    )
+
+
+def expire_due(*, now: datetime | None = None, batch: int = 200) -> int:
+    """Apply the timeout to pending requests past their deadline; returns how many this call decided."""
+    now = now or timezone.now()
+    due = list(
+        OversightRequest.objects.filter(status=Status.PENDING, deadline__lte=now)
+        .order_by("deadline")
+        .values_list("id", "timeout_action")[:batch]
+    )
+    decided = 0
+    for request_id, action in due:
+        try:
+            apply_timeout(request_id, action, now=now)
+            decided += 1
+        except AlreadyDecided:
+            pass  # another worker, an operator or a lazy read got there first
+    return decided
+
+
+def escalate_due(*, now: datetime | None = None, batch: int = 200) -> int:
+    """Mark pending requests whose escalation time has come; returns how many this call escalated."""
+    now = now or timezone.now()
+    due = list(
+        OversightRequest.objects.filter(status=Status.PENDING, escalated_at__isnull=True, escalate_at__lte=now)
+        .order_by("escalate_at")
+        .values_list("id", flat=True)[:batch]
+    )
+    escalated = 0
+    for request_id in due:
+        escalated += handle_one_escalation(request_id, now=now)
+    return escalated
+
+
+def handle_one_escalation(request_id, *, now: datetime) -> bool:
+    with transaction.atomic():
+        won = OversightRequest.objects.filter(
+            id=request_id, status=Status.PENDING, escalated_at__isnull=True
+        ).update(escalated_at=now)
+        if won != 1:
+            return False
+        req = _load(request_id)
+        AuditEvent.objects.create(
+            request=req, kind=AuditEvent.Kind.ESCALATED, at=now, actor="escalation",
+            data={"contacts": req.policy.escalation_contacts},
+        )
+        _broadcast(req, "request.escalated")
+    return True
+
+
+def _schedule_callback(req: OversightRequest) -> None:
+    if not req.callback_url:
+        return
+    from oversight.tasks import deliver_callback
+
+    request_id = str(req.id)
+    transaction.on_commit(lambda: _enqueue(deliver_callback, request_id))
+
+
+def _enqueue(task, *args) -> None:
+    try:
+        task.delay(*args)
+    except Exception:  # the broker being away must not fail a committed decision
+        log.exception("Could not queue %s%r", task.name, args)
+
+
+# --- Policies ------------------------------------------------------------------------
+
+
+def do_change_policy(operation: str, changes: dict, *, by: str, note: str = "", now: datetime | None = None) -> Policy:
+    """Write a new version of `operation`'s policy (starting from the current one, or
+    from the defaults for a new operation) and audit the change."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        current = (
+            Policy.objects.select_for_update().filter(operation=operation, is_current=True).first()
+        )
+        base = current.settings_dict() if current else Policy(operation=operation).settings_dict()
+        new_settings = base | changes
+        version = (current.version + 1) if current else (
+            (Policy.objects.filter(operation=operation).order_by("-version").values_list("version", flat=True).first() or 0) + 1
+        )
+        if current:
+            Policy.objects.filter(pk=current.pk).update(is_current=False)
+        policy = Policy.objects.create(
+            operation=operation, version=version, is_current=True, created_at=now, created_by=by, note=note,
+            **new_settings,
+        )
+        AuditEvent.objects.create(
+            policy=policy, kind=AuditEvent.Kind.POLICY_CHANGED, at=now, actor=by,
+            data={"operation": operation, "version": version,
+                  "changes": {k: [base.get(k), v] for k, v in new_settings.items() if base.get(k) != v},
+                  "note": note},
+        )
+    return policy

@@ -1,0 +1,213 @@
+"""Validation models of the agent API. The same models generate openapi.json."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+OPERATION_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+MAX_BODY_BYTES = 256 * 1024
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_WAIT_SECONDS = 55
+
+
+def _number(value: Any, name: str) -> float | int:
+    # bool is an int subclass in Python; in JSON it is not a number.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number")
+    return value
+
+
+class Metrics(BaseModel):
+    """What the agent measured. Other numeric keys are kept and shown."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    memory_pressure: float | int | None = Field(None, ge=0, le=100, description="Percent, 0–100.")
+    delegation_depth: int | None = Field(None, ge=0, le=1_000_000)
+    circular_refs: int | None = Field(None, ge=0, le=1_000_000_000)
+    host: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = Field(
+        None, description="The agent's machine: its monitored pressure is used when memory_pressure is absent."
+    )
+
+    @field_validator("memory_pressure", mode="before")
+    @classmethod
+    def _pressure(cls, value):
+        return None if value is None else _number(value, "memory_pressure")
+
+    @field_validator("delegation_depth", "circular_refs", mode="before")
+    @classmethod
+    def _count(cls, value, info):
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{info.field_name} must be a whole number")
+        return value
+
+    @model_validator(mode="after")
+    def _extras(self):
+        extras = self.model_extra or {}
+        if len(extras) > 50:
+            raise ValueError("at most 50 extra metrics")
+        for key, value in extras.items():
+            if len(key) > 64:
+                raise ValueError("metric names are at most 64 characters")
+            if value is not None:
+                _number(value, key)
+        return self
+
+    def as_dict(self) -> dict:
+        """The stored form: absent and null values dropped."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class SubmitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    operation: Annotated[str, StringConstraints(pattern=OPERATION_PATTERN)] = Field(
+        description="The operation type; its policy decides. `[a-z0-9][a-z0-9_.-]{0,63}`."
+    )
+    summary: Annotated[str, StringConstraints(min_length=1, max_length=500)] = Field(
+        description="What the agent wants to do, for the operator (1–500 characters)."
+    )
+    payload: dict[str, Any] | None = Field(None, description="Any JSON object, at most 64 KiB serialized. Shown escaped.")
+    metrics: Metrics | None = None
+    timeout_seconds: int | None = Field(None, ge=1, description="May only shorten the policy's timeout.")
+    callback_url: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
+        None, description="http(s) URL that receives the final resource, signed."
+    )
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+    @field_validator("summary")
+    @classmethod
+    def _summary(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("summary must not be blank")
+        return value
+
+    @field_validator("timeout_seconds", mode="before")
+    @classmethod
+    def _timeout(cls, value):
+        if isinstance(value, bool):
+            raise ValueError("timeout_seconds must be a whole number")
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 — raises on a bad port
+        except ValueError:
+            raise ValueError("callback_url is not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("callback_url must be an http(s) URL")
+        return value
+
+
+class CancelResponse(BaseModel):
+    pass
+
+
+class GcFigures(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    collected: int | None = Field(None, ge=0)
+    uncollectable: int | None = Field(None, ge=0)
+
+
+class TracemallocSite(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    where: Annotated[str, StringConstraints(max_length=500)]
+    size_bytes: int = Field(ge=0)
+    count: int = Field(ge=0)
+
+
+class ProcessSample(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    at: str | None = Field(None, description="ISO-8601 time of the sample; the server's time when absent.")
+    pid: int = Field(ge=0, le=2**31)
+    process: Annotated[str, StringConstraints(max_length=200)] = ""
+    rss_bytes: int = Field(ge=0)
+    vms_bytes: int | None = Field(None, ge=0)
+    gc: GcFigures | None = None
+    gc_counts: list[int] | None = Field(None, max_length=3, description="Objects tracked per gc generation.")
+    cycles_found: int | None = Field(None, ge=0)
+    tracemalloc_top: list[TracemallocSite] | None = Field(None, max_length=50)
+
+
+class MetricsPush(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    host: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    samples: list[ProcessSample] = Field(min_length=1, max_length=1000)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Trigger(BaseModel):
+    rule: Literal["memory_pressure", "delegation_depth", "circular_refs", "always"]
+    threshold: float | int | None
+    value: float | int | None
+    fired: bool
+    source: Literal["agent", "monitoring", "policy"] | None
+
+
+class Decision(BaseModel):
+    outcome: Literal["approved", "rejected", "cancelled"]
+    source: Literal["policy", "operator", "timeout", "agent"]
+    by: str | None
+    reason: str
+    decided_at: str
+
+
+class PolicyRef(BaseModel):
+    operation: str
+    version: int
+
+
+class RequestResource(BaseModel):
+    id: str
+    agent: str
+    operation: str
+    summary: str
+    payload: dict[str, Any]
+    metrics: dict[str, Any]
+    status: Literal["pending", "approved", "rejected", "cancelled"]
+    critical: bool
+    trusted_bypass: bool = Field(description="A rule fired but the agent is trusted by the policy.")
+    triggers: list[Trigger]
+    policy: PolicyRef
+    created_at: str
+    deadline: str | None
+    escalated_at: str | None
+    timeout_action: Literal["approve", "reject"]
+    decision: Decision | None
+    poll_after_ms: int | None
+
+
+class RequestList(BaseModel):
+    results: list[RequestResource]
+    next_cursor: str | None
+
+
+class MetricsAccepted(BaseModel):
+    accepted: int

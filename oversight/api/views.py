@@ -1,0 +1,436 @@
+"""The agent API, /api/v1/.
+
+Views are async so that long-polls cost no thread. Each request makes one hop
+into a worker thread for all of its database work (`_in_thread`), because under
+ASGI every hop costs time. Errors always come back in the one JSON shape; no
+input yields a 500 or an HTML page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import json
+import logging
+import time
+from datetime import datetime
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DatabaseError, close_old_connections
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from pydantic import ValidationError
+
+from oversight import actions
+from oversight.api import schemas
+from oversight.api.errors import ApiError, error_response, method_not_allowed, not_found, validation_error
+from oversight.events import request_group
+from oversight.models import ApiKey, OversightRequest, Status, hash_key
+from oversight.serializers import request_dict
+
+log = logging.getLogger(__name__)
+
+LAST_USED_RESOLUTION = 60  # seconds: a key's last-used time is written at most this often
+
+
+# --- Plumbing ---------------------------------------------------------------------
+
+
+def api_view(*methods: str):
+    """Method check, and every failure mapped to the one error shape."""
+
+    def decorator(view):
+        @functools.wraps(view)
+        async def wrapper(request: HttpRequest, *args, **kwargs):
+            if request.method not in methods:
+                return method_not_allowed(list(methods))
+            try:
+                return await view(request, *args, **kwargs)
+            except ApiError as error:
+                return error.response()
+            except DatabaseError:
+                log.exception("Database error on %s", request.path)
+                return error_response(503, "unavailable", "The database is not available; retry shortly.")
+            except Exception:
+                log.exception("Unexpected error on %s", request.path)
+                return error_response(503, "unavailable", "The request could not be completed; retry shortly.")
+
+        return wrapper
+
+    return decorator
+
+
+def _in_thread(func, *args, **kwargs):
+    """Run `func` in a worker thread with a fresh-or-healthy connection."""
+
+    def run():
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(run, thread_sensitive=False)()
+
+
+def authenticate(request: HttpRequest) -> ApiKey:
+    header = request.headers.get("Authorization", "")
+    scheme, _, raw = header.partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        raise ApiError(401, "unauthenticated", "Send your API key as 'Authorization: Bearer <key>'.")
+    try:
+        key = ApiKey.objects.select_related("agent").get(digest=hash_key(raw.strip()))
+    except ApiKey.DoesNotExist:
+        raise ApiError(401, "unauthenticated", "Unknown API key.") from None
+    if key.revoked_at is not None:
+        raise ApiError(401, "unauthenticated", "This API key has been revoked.")
+    now = timezone.now()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    _rate_limit(key)
+    return key
+
+
+def _rate_limit(key: ApiKey) -> None:
+    limit = settings.OVERSIGHT_RATE_LIMIT_PER_MINUTE
+    now = time.time()
+    window = int(now // 60)
+    cache_key = f"rl:{key.agent_id}:{window}"
+    try:
+        if cache.add(cache_key, 1, timeout=70):
+            return
+        count = cache.incr(cache_key)
+    except Exception:  # the limiter failing must not stop agents asking
+        log.warning("Rate limiter unavailable; request allowed", exc_info=True)
+        return
+    if count > limit:
+        retry_after = max(1, int(60 - now % 60))
+        raise ApiError(
+            429, "rate_limited", f"More than {limit} requests this minute; retry in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+def _read_json(request: HttpRequest):
+    """The parsed body, or the ApiError that describes what is wrong with it."""
+    content_type = request.content_type or ""
+    if content_type != "application/json":
+        return ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    length = request.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > schemas.MAX_BODY_BYTES:
+        return _too_large()
+    try:
+        body = request.body
+    except Exception:
+        return _too_large()
+    if len(body) > schemas.MAX_BODY_BYTES:
+        return _too_large()
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return ApiError(400, "malformed_json", f"The body is not valid JSON: {_short(exc)}")
+
+
+def _too_large() -> ApiError:
+    return ApiError(413, "payload_too_large", f"The body is over {schemas.MAX_BODY_BYTES // 1024} KiB.")
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).split("\n")[0][:200]
+
+
+def _details(error: ValidationError) -> dict[str, list[str]]:
+    details: dict[str, list[str]] = {}
+    for item in error.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in item["loc"]) or "body"
+        message = item["msg"].removeprefix("Value error, ")
+        details.setdefault(field, []).append(message)
+    return details
+
+
+def _wait_seconds(request: HttpRequest) -> int:
+    raw = request.GET.get("wait")
+    if raw is None or raw == "":
+        return 0
+    try:
+        wait = int(raw)
+    except ValueError:
+        raise validation_error({"wait": ["must be a whole number of seconds"]}) from None
+    if not 0 <= wait <= schemas.MAX_WAIT_SECONDS:
+        raise validation_error({"wait": [f"must be between 0 and {schemas.MAX_WAIT_SECONDS}"]})
+    return wait
+
+
+def _get_for_agent(key: ApiKey, request_id) -> OversightRequest:
+    try:
+        req = OversightRequest.objects.select_related("agent").get(id=request_id, agent_id=key.agent_id)
+    except (OversightRequest.DoesNotExist, DjangoValidationError, ValueError):
+        raise not_found() from None
+    return actions.apply_timeout_if_due(req)
+
+
+# --- Long-poll ------------------------------------------------------------------
+
+
+async def _wait_for_decision(request_id, deadline: datetime | None, seconds: int) -> dict | None:
+    """Wait up to `seconds` for the request to be decided; returns the fresh resource,
+    or None when nothing changed. Woken by the decision's broadcast, not by polling."""
+    layer = get_channel_layer()
+    group = request_group(request_id)
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
+    try:
+        # Subscribed first, then look again: a decision committed in between is not missed.
+        req = await _in_thread(_reload, request_id)
+        if req["status"] != Status.PENDING:
+            return req
+        limit = seconds
+        if deadline is not None:
+            limit = min(limit, max(0.0, (deadline - timezone.now()).total_seconds()) + 0.05)
+        try:
+            await asyncio.wait_for(layer.receive(channel), timeout=limit)
+        except TimeoutError:
+            pass
+        return await _in_thread(_reload, request_id)
+    finally:
+        await layer.group_discard(group, channel)
+
+
+def _reload(request_id) -> dict:
+    req = OversightRequest.objects.select_related("agent").get(id=request_id)
+    return request_dict(actions.apply_timeout_if_due(req))
+
+
+async def _maybe_wait(resource: dict, wait: int) -> dict:
+    if wait <= 0 or resource["status"] != Status.PENDING:
+        return resource
+    deadline = parse_datetime(resource["deadline"]) if resource["deadline"] else None
+    try:
+        fresh = await _wait_for_decision(resource["id"], deadline, wait)
+    except DatabaseError:
+        raise
+    except Exception:
+        # The channel layer is away: answer with what we have rather than fail.
+        log.warning("Long-poll unavailable; answering at once", exc_info=True)
+        return resource
+    return fresh or resource
+
+
+# --- Endpoints ------------------------------------------------------------------
+
+
+@api_view("GET", "POST")
+async def requests_collection(request: HttpRequest):
+    if request.method == "POST":
+        return await submit(request)
+    return await list_requests(request)
+
+
+async def submit(request: HttpRequest):
+    parsed = _read_json(request)
+    header_key = request.headers.get("Idempotency-Key")
+    wait = _wait_seconds(request)
+    status, resource = await _in_thread(_submit, request, parsed, header_key)
+    resource = await _maybe_wait(resource, wait)
+    return JsonResponse(resource, status=status)
+
+
+def _submit(request: HttpRequest, parsed, header_key: str | None) -> tuple[int, dict]:
+    key = authenticate(request)
+    if isinstance(parsed, ApiError):
+        raise parsed
+    if not isinstance(parsed, dict):
+        raise validation_error({"body": ["must be a JSON object"]})
+    try:
+        body = schemas.SubmitRequest.model_validate(parsed)
+    except ValidationError as error:
+        raise validation_error(_details(error)) from None
+    if body.payload is not None and _json_size(body.payload) > schemas.MAX_PAYLOAD_BYTES:
+        raise ApiError(413, "payload_too_large", f"payload is over {schemas.MAX_PAYLOAD_BYTES // 1024} KiB serialized.")
+    idempotency_key = body.idempotency_key
+    if header_key is not None:
+        if idempotency_key is not None and idempotency_key != header_key:
+            raise validation_error({"idempotency_key": ["differs from the Idempotency-Key header"]})
+        if not 1 <= len(header_key) <= 200:
+            raise validation_error({"Idempotency-Key": ["must be 1–200 characters"]})
+        idempotency_key = header_key
+    if body.callback_url:
+        from oversight.callbacks import url_allowed
+
+        if not url_allowed(body.callback_url):
+            raise validation_error({"callback_url": ["this host is not on the callback allow-list"]})
+    submission = actions.Submission(
+        operation=body.operation,
+        summary=body.summary,
+        payload=body.payload or {},
+        metrics=body.metrics.as_dict() if body.metrics else {},
+        timeout_seconds=body.timeout_seconds,
+        callback_url=body.callback_url or "",
+        idempotency_key=idempotency_key,
+    )
+    try:
+        req, created = actions.do_submit(key.agent, submission, api_key=key)
+    except actions.IdempotencyConflict:
+        raise ApiError(
+            409, "idempotency_conflict", "This idempotency key was already used with a different body."
+        ) from None
+    except actions.SubmissionInvalid as invalid:
+        raise validation_error(invalid.details) from None
+    if not created:
+        req = actions.apply_timeout_if_due(req)
+    return (201 if created else 200), request_dict(req)
+
+
+def _json_size(value) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+async def list_requests(request: HttpRequest):
+    return JsonResponse(await _in_thread(_list, request))
+
+
+def _list(request: HttpRequest) -> dict:
+    key = authenticate(request)
+    params = request.GET
+    errors: dict[str, list[str]] = {}
+    queryset = OversightRequest.objects.select_related("agent").filter(agent_id=key.agent_id)
+    status = params.get("status")
+    if status:
+        if status not in Status.values:
+            errors["status"] = [f"must be one of {', '.join(Status.values)}"]
+        queryset = queryset.filter(status=status)
+    operation = params.get("operation")
+    if operation:
+        queryset = queryset.filter(operation=operation)
+    limit = 50
+    if params.get("limit"):
+        try:
+            limit = int(params["limit"])
+            if not 1 <= limit <= 100:
+                raise ValueError
+        except ValueError:
+            errors["limit"] = ["must be a whole number from 1 to 100"]
+    cursor = params.get("cursor")
+    if cursor:
+        position = _decode_cursor(cursor)
+        if position is None:
+            errors["cursor"] = ["is not a cursor this API gave out"]
+        else:
+            created_at, last_id = position
+            queryset = queryset.filter(created_at__lte=created_at).exclude(created_at=created_at, id__gte=last_id)
+    if errors:
+        raise validation_error(errors)
+    rows = list(queryset.order_by("-created_at", "-id")[: limit + 1])
+    page = [actions.apply_timeout_if_due(r) for r in rows[:limit]]
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return {"results": [request_dict(r) for r in page], "next_cursor": next_cursor}
+
+
+def _encode_cursor(req: OversightRequest) -> str:
+    raw = f"{req.created_at.isoformat()}|{req.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str):
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, request_id = raw.partition("|")
+        created_at = datetime.fromisoformat(stamp)
+        import uuid
+
+        return created_at, uuid.UUID(request_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+@api_view("GET")
+async def request_detail(request: HttpRequest, request_id):
+    wait = _wait_seconds(request)
+    resource = await _in_thread(_detail, request, request_id)
+    return JsonResponse(await _maybe_wait(resource, wait))
+
+
+def _detail(request: HttpRequest, request_id) -> dict:
+    key = authenticate(request)
+    return request_dict(_get_for_agent(key, request_id))
+
+
+@api_view("POST")
+async def cancel(request: HttpRequest, request_id):
+    return JsonResponse(await _in_thread(_cancel, request, request_id))
+
+
+def _cancel(request: HttpRequest, request_id) -> dict:
+    key = authenticate(request)
+    req = _get_for_agent(key, request_id)
+    try:
+        req = actions.do_cancel(key.agent, req.id)
+    except actions.AlreadyDecided as lost:
+        raise already_decided(lost.request) from None
+    return request_dict(req)
+
+
+def already_decided(req: OversightRequest) -> ApiError:
+    who = req.decided_by or req.decision_source
+    return ApiError(
+        409, "already_decided", f"The request is already {req.status} (by {who}).",
+        {"request": request_dict(req)},
+    )
+
+
+@api_view("POST")
+async def push_metrics(request: HttpRequest):
+    parsed = _read_json(request)
+    accepted = await _in_thread(_push_metrics, request, parsed)
+    return JsonResponse({"accepted": accepted}, status=202)
+
+
+def _push_metrics(request: HttpRequest, parsed) -> int:
+    key = authenticate(request)
+    if isinstance(parsed, ApiError):
+        raise parsed
+    if not isinstance(parsed, dict):
+        raise validation_error({"body": ["must be a JSON object"]})
+    try:
+        body = schemas.MetricsPush.model_validate(parsed)
+    except ValidationError as error:
+        raise validation_error(_details(error)) from None
+    errors = {}
+    for index, sample in enumerate(body.samples):
+        if sample.at is not None and _parse_time(sample.at) is None:
+            errors[f"samples.{index}.at"] = ["must be an ISO-8601 time with a timezone"]
+    if errors:
+        raise validation_error(errors)
+    from monitoring.ingest import store_agent_samples
+
+    return store_agent_samples(key.agent, body.host, [s.model_dump() | {"at": _parse_time(s.at)} for s in body.samples])
+
+
+def _parse_time(value: str | None):
+    if value is None:
+        return None
+    try:
+        parsed = parse_datetime(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    except ValueError:
+        return None
+    if parsed is None or parsed.tzinfo is None:
+        return None
+    return parsed
+
+
+@api_view("GET")
+async def openapi(request: HttpRequest):
+    from oversight.api.openapi import document
+
+    return JsonResponse(document())

@@ -1,0 +1,29 @@
+"""The Celery app: workers apply timeouts, deliver callbacks and collect memory samples."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oversight.settings")
+
+app = Celery("oversight")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["oversight", "monitoring"])
+
+
+@app.on_after_finalize.connect
+def _schedule(sender, **kwargs) -> None:
+    from django.conf import settings
+
+    # Beat fires these; every worker may run them: claims are conditional UPDATEs.
+    # Each expires after one interval so a backlog never replays stale sweeps.
+    sweep = settings.OVERSIGHT_SWEEP_SECONDS
+    sender.add_periodic_task(sweep, sender.signature("oversight.sweep", expires=sweep), name="oversight sweep")
+
+
+@app.task(name="oversight.ping")
+def ping() -> str:
+    """A trivial task: proves a worker is listening (used by checks and tests)."""
+    return "pong"

@@ -1,0 +1,47 @@
+"""Local logins for `make run`: an operator and a manager with generated passwords.
+
+The passwords are generated on the first run, kept in var/local-logins.txt
+(readable by the owner only) and printed on each run so a newcomer can sign in.
+"""
+
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+
+from oversight.policy import ensure_default_policy
+from oversight.roles import MANAGERS, OPERATORS
+
+LOGINS = (("operator", OPERATORS), ("manager", MANAGERS))
+
+
+class Command(BaseCommand):
+    help = "Seed the default policy and ensure local operator and manager logins (for make run)."
+
+    def handle(self, **options):
+        ensure_default_policy()
+        path = settings.VAR_DIR / "local-logins.txt"
+        known = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                name, _, password = line.partition(" ")
+                known[name] = password
+        User = get_user_model()
+        for name, group in LOGINS:
+            user = User.objects.filter(username=name).first()
+            if user is None or name not in known or not user.check_password(known[name]):
+                password = secrets.token_urlsafe(9)
+                if user is None:
+                    user = User.objects.create_user(username=name, password=password)
+                else:
+                    user.set_password(password)
+                    user.save()
+                known[name] = password
+            user.groups.add(Group.objects.get_or_create(name=group)[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{name} {known[name]}\n" for name, _ in LOGINS))
+        path.chmod(0o600)
+        for name, _ in LOGINS:
+            self.stdout.write(f"  {name:<9} password: {known[name]}")

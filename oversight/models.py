@@ -1,0 +1,246 @@
+"""Agents and their keys, versioned policies, oversight requests and their audit trail."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+KEY_PREFIX = "ovs_"
+
+
+def hash_key(raw_key: str) -> str:
+    """The SHA-256 hex digest under which a key is stored (and callbacks are signed)."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+class Agent(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # The host the agent last named in pushed samples: where its pressure is read
+    # from when a request carries none.
+    last_host = models.CharField(max_length=255, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def issue_key(self, label: str = "") -> tuple[ApiKey, str]:
+        """Create a key; the raw key is returned once and never stored."""
+        raw = KEY_PREFIX + secrets.token_urlsafe(32)  # 256 random bits
+        key = ApiKey.objects.create(agent=self, digest=hash_key(raw), prefix=raw[:10], label=label)
+        return key, raw
+
+
+class ApiKey(models.Model):
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="keys")
+    digest = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=16, help_text="The first characters, to tell keys apart.")
+    label = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.agent.name})"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def matches(self, raw_key: str) -> bool:
+        return hmac.compare_digest(self.digest, hash_key(raw_key))
+
+
+class TimeoutAction(models.TextChoices):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class Policy(models.Model):
+    """One version of the policy for an operation; an edit adds a new version.
+
+    Versions are never changed once written: a request points at the version that
+    evaluated it, and carries its own snapshot of the rules besides.
+    """
+
+    DEFAULT_OPERATION = "*"
+
+    operation = models.CharField(max_length=64)
+    version = models.PositiveIntegerField()
+    is_current = models.BooleanField(default=True)
+    memory_pressure = models.FloatField(null=True, blank=True, default=80.0, help_text="Empty: rule off.")
+    delegation_depth = models.IntegerField(null=True, blank=True, default=4, help_text="Empty: rule off.")
+    circular_refs = models.IntegerField(null=True, blank=True, default=3, help_text="Empty: rule off.")
+    always = models.BooleanField(default=False)
+    timeout_seconds = models.PositiveIntegerField(default=300)
+    timeout_action = models.CharField(max_length=10, choices=TimeoutAction.choices, default=TimeoutAction.APPROVE)
+    escalate_after = models.FloatField(null=True, blank=True, default=0.5)
+    escalation_contacts = models.JSONField(default=list, blank=True)
+    trusted_agents = models.JSONField(default=list, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        verbose_name_plural = "policies"
+        constraints = [
+            models.UniqueConstraint(fields=["operation", "version"], name="policy_operation_version"),
+            # Serves the lookup on every submission: the current version of an operation.
+            models.UniqueConstraint(
+                fields=["operation"], condition=Q(is_current=True), name="policy_one_current_per_operation"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.operation} v{self.version}"
+
+    RULE_FIELDS = ("memory_pressure", "delegation_depth", "circular_refs", "always")
+    SETTING_FIELDS = (
+        "memory_pressure",
+        "delegation_depth",
+        "circular_refs",
+        "always",
+        "timeout_seconds",
+        "timeout_action",
+        "escalate_after",
+        "escalation_contacts",
+        "trusted_agents",
+    )
+
+    def settings_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.SETTING_FIELDS}
+
+
+class Status(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATUSES = (Status.APPROVED, Status.REJECTED, Status.CANCELLED)
+
+
+class Source(models.TextChoices):
+    POLICY = "policy"
+    OPERATOR = "operator"
+    TIMEOUT = "timeout"
+    AGENT = "agent"
+
+
+class OversightRequest(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="requests")
+    # The key that submitted: its digest signs the callback.
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    operation = models.CharField(max_length=64)
+    summary = models.CharField(max_length=500)
+    payload = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    critical = models.BooleanField(default=False)
+    trusted_bypass = models.BooleanField(default=False)
+    triggers = models.JSONField(default=list, blank=True)
+    # Which rules fired, joined with "+" in a fixed order ("" when none): the reports
+    # group by it to count rules alone and in combination.
+    fired_rules = models.CharField(max_length=100, blank=True)
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="requests")
+    policy_operation = models.CharField(max_length=64)
+    policy_version = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    deadline = models.DateTimeField(null=True, blank=True)
+    escalate_at = models.DateTimeField(null=True, blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    timeout_action = models.CharField(max_length=10, choices=TimeoutAction.choices)
+    callback_url = models.URLField(max_length=2000, blank=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    body_digest = models.CharField(max_length=64, blank=True)
+    decision_source = models.CharField(max_length=10, choices=Source.choices, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True)
+    decision_reason = models.TextField(blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The timeout sweep and the queue: pending requests, soonest deadline first.
+            models.Index(fields=["deadline"], condition=Q(status="pending"), name="req_pending_deadline"),
+            # The escalation sweep: pending requests not yet escalated, by escalation time.
+            models.Index(
+                fields=["escalate_at"],
+                condition=Q(status="pending", escalated_at__isnull=True),
+                name="req_pending_escalate",
+            ),
+            # An agent's list, newest first, with its keyset cursor.
+            models.Index(fields=["agent", "-created_at", "-id"], name="req_agent_created"),
+            # History and the reports: decided requests by status and decision time.
+            models.Index(fields=["status", "decided_at"], name="req_status_decided"),
+            # History's default order (newest decisions first) and month reports.
+            models.Index(fields=["-decided_at", "-id"], name="req_decided"),
+            # Reports by month of submission.
+            models.Index(fields=["created_at"], name="req_created"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="req_agent_idempotency_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.operation} by {self.agent_id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status != Status.PENDING
+
+    @property
+    def fired(self) -> list[dict]:
+        return [t for t in self.triggers if t.get("fired")]
+
+
+class AuditEvent(models.Model):
+    """Append-only: one row per thing that happened to a request or a policy."""
+
+    class Kind(models.TextChoices):
+        SUBMITTED = "submitted"
+        EVALUATED = "evaluated"
+        ESCALATED = "escalated"
+        DECIDED = "decided"
+        CANCELLED = "cancelled"
+        CALLBACK_DELIVERED = "callback_delivered"
+        CALLBACK_FAILED = "callback_failed"
+        POLICY_CHANGED = "policy_changed"
+
+    request = models.ForeignKey(
+        OversightRequest, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
+    )
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    at = models.DateTimeField(default=timezone.now)
+    actor = models.CharField(max_length=150, blank=True, help_text="Who or what: a username, an agent, the policy, the timeout.")
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [
+            # A request's timeline on its page.
+            models.Index(fields=["request", "at"], name="audit_request_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ValueError("Audit events are append-only.")
+        super().save(*args, **kwargs)

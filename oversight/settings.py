@@ -1,0 +1,269 @@
+"""Settings for Oversight: every value comes from the environment.
+
+With nothing set, Oversight runs on one machine on embedded defaults: a SQLite
+file under ``var/``, and (under ``make run``) a private Redis server. Setting
+``DATABASE_URL`` and ``REDIS_URL`` makes it distributed. The README lists each
+variable with its default.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+from oversight.env import ConfigError, env_bool, env_float, env_int, env_list, env_str, env_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("OVERSIGHT_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", False)
+PRODUCTION = env_bool("OVERSIGHT_PRODUCTION", False)
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment; for local runs, one generated once and kept in var/."""
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    if PRODUCTION:
+        raise ConfigError("SECRET_KEY must be set when OVERSIGHT_PRODUCTION is on.")
+    path = VAR_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(50)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+SITE_URL = env_str("SITE_URL", f"http://127.0.0.1:{PORT}").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "oversight",
+    "monitoring",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+# The agent API, /healthz and /metrics are served by a second Django handler with
+# this short list: they use no sessions, cookies or CSRF, and every middleware
+# costs a thread hop under ASGI (see oversight/asgi.py).
+API_MIDDLEWARE: list[str] = []
+
+ROOT_URLCONF = "oversight.urls"
+ASGI_APPLICATION = "oversight.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "oversight.context_processors.roles",
+            ],
+        },
+    },
+]
+
+
+# --- Database ------------------------------------------------------------------
+
+DATABASE_URL = env_url(
+    "DATABASE_URL",
+    f"sqlite:///{VAR_DIR / 'oversight.sqlite3'}",
+    schemes=("sqlite", "postgres", "postgresql", "pgsql"),
+)
+
+
+def _database(url: str) -> dict:
+    config = dj_database_url.parse(url)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        # WAL lets the web process and the workers read while one writes;
+        # IMMEDIATE takes the write lock at BEGIN so two writers queue on the busy
+        # timeout instead of failing with "database is locked" on upgrade.
+        config["OPTIONS"] = {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+        config["TEST"] = {"NAME": str(VAR_DIR / "test_oversight.sqlite3")}
+    else:
+        # Django's own pool: under ASGI a fresh connection per request was several
+        # times slower than a pooled one.
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"] = {
+            "pool": {
+                "min_size": env_int("DATABASE_POOL_MIN", 2, minimum=0),
+                "max_size": env_int("DATABASE_POOL_MAX", 20, minimum=1),
+                "timeout": 10,
+            }
+        }
+    return config
+
+
+DATABASES = {"default": _database(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+# --- Redis: broker, channel layer, cache ---------------------------------------
+
+REDIS_URL = env_url("REDIS_URL", None, schemes=("redis", "rediss", "unix"))
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py caps a pool at 100 connections and then fails at once;
+                # each waiting agent and open socket may hold one.
+                "hosts": [{"address": REDIS_URL, "max_connections": 1000}],
+                "prefix": env_str("CHANNEL_PREFIX", "oversight"),
+                "capacity": 1000,
+                "expiry": 60,
+            },
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "oversight",
+        }
+    }
+else:
+    # No Redis: one process only (management commands, a shell). `make run`
+    # always starts a private Redis server and sets REDIS_URL for its children.
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+
+# --- Celery --------------------------------------------------------------------
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = REDIS_URL or None
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+
+# --- Auth, sessions, security ----------------------------------------------------
+
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", PRODUCTION)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+CSRF_FAILURE_VIEW = "oversight.views.csrf_failure"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# The API enforces its own 256 KiB limit with a JSON error; Django's limit sits
+# just above it so the API's check is the one that answers.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 512 * 1024
+
+
+# --- I18N, static files -----------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Serve straight from the app and project folders: no collectstatic step for
+# local runs; the Docker image runs collectstatic and WhiteNoise serves STATIC_ROOT.
+WHITENOISE_USE_FINDERS = True
+
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "oversight@localhost")
+
+
+# --- Oversight ---------------------------------------------------------------------
+
+# Per-agent API rate limit: requests per minute.
+OVERSIGHT_RATE_LIMIT_PER_MINUTE = env_int("OVERSIGHT_RATE_LIMIT_PER_MINUTE", 6000, minimum=1)
+# How often the beat applies due timeouts and escalations (seconds).
+OVERSIGHT_SWEEP_SECONDS = env_float("OVERSIGHT_SWEEP_SECONDS", 1.0, minimum=0.1)
+# Callbacks: the total time a delivery is retried for, and an optional allow-list
+# of hosts (comma separated; empty = any http(s) address).
+OVERSIGHT_CALLBACK_MAX_SECONDS = env_int("OVERSIGHT_CALLBACK_MAX_SECONDS", 3600, minimum=1)
+OVERSIGHT_CALLBACK_ALLOWED_HOSTS = env_list("OVERSIGHT_CALLBACK_ALLOWED_HOSTS", [])
+OVERSIGHT_CALLBACK_TIMEOUT = env_float("OVERSIGHT_CALLBACK_TIMEOUT", 5.0, minimum=0.1)
+# /metrics: open by default; a token, when set, is required as a bearer token.
+OVERSIGHT_METRICS_TOKEN = env_str("OVERSIGHT_METRICS_TOKEN")
+
+# Monitoring.
+MONITORING_SAMPLE_SECONDS = env_float("MONITORING_SAMPLE_SECONDS", 5.0, minimum=0.5)
+MONITORING_TOP_PROCESSES = env_int("MONITORING_TOP_PROCESSES", 20, minimum=0, maximum=500)
+MONITORING_RAW_RETENTION_DAYS = env_int("MONITORING_RAW_RETENTION_DAYS", 7, minimum=1)
+MONITORING_ROLLUP_RETENTION_DAYS = env_int("MONITORING_ROLLUP_RETENTION_DAYS", 90, minimum=1)
+MONITORING_WARNING_RAISE = env_float("MONITORING_WARNING_RAISE", 80.0, minimum=0, maximum=100)
+MONITORING_WARNING_CLEAR = env_float("MONITORING_WARNING_CLEAR", 75.0, minimum=0, maximum=100)
+MONITORING_CRITICAL_RAISE = env_float("MONITORING_CRITICAL_RAISE", 90.0, minimum=0, maximum=100)
+MONITORING_CRITICAL_CLEAR = env_float("MONITORING_CRITICAL_CLEAR", 85.0, minimum=0, maximum=100)
+MONITORING_ALERT_FOR_SECONDS = env_float("MONITORING_ALERT_FOR_SECONDS", 30.0, minimum=0)
+MONITORING_HOST_PRESSURE_MAX_AGE = env_float("MONITORING_HOST_PRESSURE_MAX_AGE", 60.0, minimum=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # One line per task run (the sweep runs every second) drowns everything else.
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.beat": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,34 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path, re_path
+from django.views.generic import RedirectView
+
+from oversight import health, views
+from oversight.api import views as api
+
+api_patterns = [
+    re_path(r"^api/v1/requests/?$", api.requests_collection, name="api-requests"),
+    re_path(r"^api/v1/requests/(?P<request_id>[^/]+)/cancel/?$", api.cancel, name="api-cancel"),
+    re_path(r"^api/v1/requests/(?P<request_id>[^/]+)/?$", api.request_detail, name="api-request"),
+    re_path(r"^api/v1/metrics/?$", api.push_metrics, name="api-metrics"),
+    re_path(r"^api/v1/openapi\.json$", api.openapi, name="api-openapi"),
+]
+
+urlpatterns = [
+    *api_patterns,
+    path("healthz", health.healthz, name="healthz"),
+    path("login/", auth_views.LoginView.as_view(template_name="login.html", redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", RedirectView.as_view(url="/queue/", permanent=False)),
+    path("queue/", views.queue, name="queue"),
+    path("requests/<uuid:request_id>/", views.request_page, name="request"),
+    path("requests/<uuid:request_id>/decide", views.decide, name="decide"),
+    path("requests/decide", views.decide_bulk, name="decide-bulk"),
+    path("history/", views.history, name="history"),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = "oversight.views.not_found"
+handler500 = "oversight.views.server_error"
+handler403 = "oversight.views.forbidden"
+handler400 = "oversight.views.bad_request"

@@ -1,0 +1,170 @@
+"""Personas and real servers for the suite.
+
+Personas: an operator, a manager, an outsider (signed in, no role), and an agent
+with a known key. `live_server_stack` runs the real thing — uvicorn serving the
+ASGI app, a Celery worker and beat — on the test database and the suite's Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from django.contrib.auth.models import Group, User
+
+from oversight.models import Agent
+from oversight.policy import ensure_default_policy
+from oversight.roles import MANAGERS, OPERATORS
+
+
+def _person(username: str, group: str | None) -> User:
+    user = User.objects.create_user(username=username, password="correct horse battery")
+    if group:
+        user.groups.add(Group.objects.get_or_create(name=group)[0])
+    return user
+
+
+@pytest.fixture
+def operator(db) -> User:
+    return _person("olivia", OPERATORS)
+
+
+@pytest.fixture
+def second_operator(db) -> User:
+    return _person("oscar", OPERATORS)
+
+
+@pytest.fixture
+def manager(db) -> User:
+    return _person("maria", MANAGERS)
+
+
+@pytest.fixture
+def outsider(db) -> User:
+    return _person("otto", None)
+
+
+@dataclass
+class AgentPersona:
+    agent: Agent
+    key: str
+
+    @property
+    def name(self) -> str:
+        return self.agent.name
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def make_agent(name: str) -> AgentPersona:
+    agent = Agent.objects.create(name=name)
+    _, key = agent.issue_key()
+    return AgentPersona(agent, key)
+
+
+@pytest.fixture
+def agent(db) -> AgentPersona:
+    ensure_default_policy()
+    return make_agent("scraper-7")
+
+
+@pytest.fixture
+def other_agent(db) -> AgentPersona:
+    return make_agent("writer-2")
+
+
+# --- Real servers ---------------------------------------------------------------------
+
+
+def live_database_url() -> str:
+    """The URL of the database pytest-django created, for server processes."""
+    from django.db import connection
+
+    config = connection.settings_dict
+    if config["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{config['NAME']}"
+    user = config.get("USER") or ""
+    password = f":{config['PASSWORD']}" if config.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{config.get('HOST') or '127.0.0.1'}:{config.get('PORT') or 5432}/{config['NAME']}"
+
+
+@dataclass
+class Stack:
+    url: str
+    env: dict
+    logs: Path
+    supervisor: object
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < end:
+            try:
+                last = httpx.get(self.url + "/healthz", timeout=2)
+                if last.status_code == 200:
+                    return
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.1)
+        raise RuntimeError(f"The server did not become healthy: {last!r}\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        out = []
+        for log in sorted(self.logs.glob("*.log")):
+            out.append(f"--- {log.name}")
+            out.extend(log.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(out)
+
+
+def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True, extra_env: dict | None = None) -> Stack:
+    from oversight.runner import Supervisor, beat_argv, free_port, wait_for_port, web_argv, worker_argv
+
+    logs = Path(tempfile.mkdtemp(prefix="oversight-stack-"))
+    port = free_port()
+    env = dict(os.environ) | {
+        "DATABASE_URL": live_database_url(),
+        "PORT": str(port),
+        "OVERSIGHT_VAR_DIR": str(logs),
+        "SECRET_KEY": "test-secret-key-for-live-servers",
+        "DATABASE_POOL_MIN": "0",
+        "DATABASE_POOL_MAX": "8",
+        "PYTHONUNBUFFERED": "1",
+    } | (extra_env or {})
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    supervisor = Supervisor(prefix_logs=False)
+    supervisor.start("web", web_argv(port, workers=web_workers), env=env, log=logs / "web.log")
+    if worker:
+        supervisor.start("worker", worker_argv(concurrency=2), env=env, log=logs / "worker.log")
+    if beat:
+        supervisor.start("beat", beat_argv(logs), env=env, log=logs / "beat.log")
+    stack = Stack(f"http://127.0.0.1:{port}", env, logs, supervisor)
+    try:
+        wait_for_port(port, what="uvicorn", timeout=60)
+        stack.wait_healthy()
+    except Exception:
+        supervisor.stop()
+        raise
+    return stack
+
+
+@pytest.fixture(scope="session")
+def live_stack(django_db_setup, django_db_blocker):
+    """uvicorn + Celery worker + beat on the test database, for the whole session."""
+    stack = start_stack()
+    yield stack
+    stack.supervisor.stop()
+
+
+@pytest.fixture
+def live(live_stack, transactional_db):
+    """The live stack, with this test's rows committed so the servers see them."""
+    ensure_default_policy()
+    return live_stack

@@ -1,0 +1,33 @@
+"""Pytest plugin: a private Redis for the suite when REDIS_URL is not given.
+
+It must run before pytest-django sets Django up (the settings read REDIS_URL),
+hence a plugin loaded with `-p` whose hook wraps the initial set-up. Each run
+also gets its own channel-layer prefix so it never hears another run's events.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_supervisor = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    global _supervisor
+    if not os.environ.get("REDIS_URL"):
+        from oversight.runner import Supervisor, start_redis
+
+        _supervisor = Supervisor(prefix_logs=False)
+        os.environ["REDIS_URL"] = start_redis(_supervisor, Path(tempfile.mkdtemp(prefix="oversight-redis-")))
+    os.environ.setdefault("CHANNEL_PREFIX", f"oversight-test-{os.getpid()}")
+    return (yield)
+
+
+def pytest_unconfigure(config):
+    if _supervisor is not None:
+        _supervisor.stop()
