@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from oversight import health, views
@@ -25,6 +25,8 @@ urlpatterns = [
     path("requests/<uuid:request_id>/decide", views.decide, name="decide"),
     path("requests/decide", views.decide_bulk, name="decide-bulk"),
     path("history/", views.history, name="history"),
+    path("", include("monitoring.urls")),
+    path("", include("oversight.reports_urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -1,0 +1,3 @@
+"""Monitoring pages and /metrics (filled by the monitoring module)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Managers' pages: reports and policies."""
+
+urlpatterns: list = []
