@@ -20,8 +20,13 @@ LOGINS = (("operator", OPERATORS), ("manager", MANAGERS))
 class Command(BaseCommand):
     help = "Seed the default policy and ensure local operator and manager logins (for make run)."
 
-    def handle(self, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--policy-only", action="store_true", help="Only make sure the default policy exists.")
+
+    def handle(self, policy_only=False, **options):
         ensure_default_policy()
+        if policy_only:
+            return
         path = settings.VAR_DIR / "local-logins.txt"
         known = {}
         if path.exists():
