@@ -244,3 +244,21 @@ class AuditEvent(models.Model):
         if self.pk is not None:
             raise ValueError("Audit events are append-only.")
         super().save(*args, **kwargs)
+
+
+class MonthlyReview(models.Model):
+    """The stored review of a finished month, written once on the 1st of the next.
+
+    Later data fixes then never silently rewrite a month already reported on, and
+    old months load without recomputing.
+    """
+
+    month = models.CharField(max_length=7, unique=True, help_text="YYYY-MM (UTC).")
+    figures = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-month"]
+
+    def __str__(self) -> str:
+        return f"review {self.month}"
