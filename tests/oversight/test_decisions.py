@@ -1,0 +1,181 @@
+"""Decisions: write-once, exactly one winner, timeouts that hold with no worker."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.db import close_old_connections
+from django.utils import timezone
+
+from oversight import actions
+from oversight.models import AuditEvent, OversightRequest, Source, Status
+
+
+def _critical(agent, **kwargs):
+    req, _ = actions.do_submit(
+        agent.agent, actions.Submission("delegate", "s", {}, {"delegation_depth": 5}, **kwargs)
+    )
+    assert req.status == Status.PENDING
+    return req
+
+
+def _decisions(req):
+    return AuditEvent.objects.filter(request=req, kind__in=["decided", "cancelled"]).count()
+
+
+@pytest.mark.django_db
+def test_an_operator_decision_is_recorded_with_who_and_why(agent):
+    req = _critical(agent)
+    decided = actions.do_decide(req.id, outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia", reason="too deep")
+    assert (decided.status, decided.decision_source, decided.decided_by, decided.decision_reason) == (
+        "rejected", "operator", "olivia", "too deep",
+    )
+    event = AuditEvent.objects.get(request=req, kind="decided")
+    assert event.actor == "olivia" and event.data["outcome"] == "rejected"
+
+
+@pytest.mark.django_db
+def test_a_decision_is_write_once_and_the_loser_learns_who_won(agent):
+    req = _critical(agent)
+    actions.do_decide(req.id, outcome=Status.APPROVED, source=Source.OPERATOR, by="olivia")
+    with pytest.raises(actions.AlreadyDecided) as lost:
+        actions.do_decide(req.id, outcome=Status.REJECTED, source=Source.OPERATOR, by="oscar", reason="no")
+    assert lost.value.request.decided_by == "olivia"
+    req.refresh_from_db()
+    assert req.status == Status.APPROVED and req.decided_by == "olivia"
+    assert _decisions(req) == 1
+
+
+@pytest.mark.django_db
+def test_the_agent_can_cancel_only_while_pending(agent):
+    req = _critical(agent)
+    cancelled = actions.do_cancel(agent.agent, req.id)
+    assert cancelled.status == Status.CANCELLED and cancelled.decision_source == Source.AGENT
+    with pytest.raises(actions.AlreadyDecided):
+        actions.do_cancel(agent.agent, req.id)
+    assert AuditEvent.objects.filter(request=req, kind="cancelled").count() == 1
+
+
+@pytest.mark.django_db
+def test_the_timeout_applies_the_policy_action_as_a_timeout(agent):
+    actions.do_change_policy("delegate", {"timeout_action": "reject", "timeout_seconds": 60}, by="maria")
+    req = _critical(agent)
+    assert req.timeout_action == "reject"
+    with time_machine.travel(req.deadline + timedelta(milliseconds=1), tick=False):
+        assert actions.expire_due() == 1
+    req.refresh_from_db()
+    assert (req.status, req.decision_source, req.decided_by) == ("rejected", "timeout", "")
+    assert req.decided_at == req.deadline + timedelta(milliseconds=1)
+
+
+@pytest.mark.django_db
+def test_nothing_times_out_before_the_deadline(agent):
+    req = _critical(agent)
+    with time_machine.travel(req.deadline - timedelta(milliseconds=1), tick=False):
+        assert actions.expire_due() == 0
+        assert actions.apply_timeout_if_due(OversightRequest.objects.get(id=req.id)).status == Status.PENDING
+    with time_machine.travel(req.deadline, tick=False):
+        assert actions.apply_timeout_if_due(OversightRequest.objects.get(id=req.id)).status == Status.APPROVED
+
+
+@pytest.mark.django_db
+def test_the_sweep_applies_a_batch_in_deadline_order(agent):
+    reqs = [_critical(agent, timeout_seconds=10 + i) for i in range(5)]
+    with time_machine.travel(timezone.now() + timedelta(seconds=13), tick=False):
+        assert actions.expire_due(batch=2) == 2
+        assert actions.expire_due(batch=10) == 2
+        assert actions.expire_due() == 0
+    statuses = [OversightRequest.objects.get(id=r.id).status for r in reqs]
+    assert statuses == ["approved"] * 4 + ["pending"]
+
+
+@pytest.mark.django_db
+def test_an_operator_cannot_decide_after_the_deadline_even_if_no_worker_ran(agent):
+    req = _critical(agent)
+    with time_machine.travel(req.deadline + timedelta(seconds=1), tick=False), pytest.raises(actions.AlreadyDecided) as lost:
+        actions.do_decide(req.id, outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia", reason="late")
+    assert lost.value.request.decision_source == Source.TIMEOUT
+    req.refresh_from_db()
+    assert req.status == Status.APPROVED and req.decision_source == "timeout" and req.decided_by == ""
+
+
+@pytest.mark.django_db
+def test_escalation_marks_the_request_once_at_its_time(agent):
+    req = _critical(agent)  # default policy: 300 s, escalate after half
+    assert (req.escalate_at - req.created_at).total_seconds() == 150
+    with time_machine.travel(req.escalate_at - timedelta(seconds=1), tick=False):
+        assert actions.escalate_due() == 0
+    with time_machine.travel(req.escalate_at, tick=False):
+        assert actions.escalate_due() == 1
+        assert actions.escalate_due() == 0
+    req.refresh_from_db()
+    assert req.escalated_at == req.escalate_at and req.status == Status.PENDING
+    assert AuditEvent.objects.filter(request=req, kind="escalated").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_shorter_timeout_moves_the_deadline_and_escalation(agent):
+    req = _critical(agent, timeout_seconds=20)
+    assert (req.deadline - req.created_at).total_seconds() == 20
+    assert (req.escalate_at - req.created_at).total_seconds() == 10
+
+
+# --- Races that really race --------------------------------------------------------------
+
+
+def _race(workers):
+    """Run the callables at once (a barrier releases them together); returns what each gave."""
+    barrier = threading.Barrier(len(workers))
+    results = [None] * len(workers)
+
+    def run(i, work):
+        try:
+            barrier.wait()
+            results[i] = work()
+        except actions.AlreadyDecided as lost:
+            results[i] = lost
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=run, args=(i, w)) for i, w in enumerate(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_many_operators_racing_make_exactly_one_decision(agent):
+    req = _critical(agent)
+    workers = [
+        (lambda i=i: actions.do_decide(req.id, outcome=Status.APPROVED if i % 2 else Status.REJECTED,
+                                       source=Source.OPERATOR, by=f"op{i}", reason="r"))
+        for i in range(12)
+    ]
+    results = _race(workers)
+    winners = [r for r in results if isinstance(r, OversightRequest)]
+    losers = [r for r in results if isinstance(r, actions.AlreadyDecided)]
+    assert len(winners) == 1 and len(losers) == 11
+    req.refresh_from_db()
+    assert req.decided_by == winners[0].decided_by
+    assert all(lost.request.decided_by == req.decided_by for lost in losers)
+    assert _decisions(req) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_operator_and_the_timeout_racing_at_the_deadline_make_one_decision(agent):
+    for _ in range(5):
+        req = _critical(agent)
+        workers = [
+            lambda: actions.do_decide(req.id, outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia",
+                                      reason="r", now=req.deadline - timedelta(milliseconds=1)),
+            lambda: actions.apply_timeout(req.id, req.timeout_action, now=req.deadline),
+            lambda: actions.expire_due(now=req.deadline),
+        ]
+        _race(workers)
+        req.refresh_from_db()
+        assert req.status in (Status.REJECTED, Status.APPROVED)
+        assert req.decision_source == (Source.OPERATOR if req.status == Status.REJECTED else Source.TIMEOUT)
+        assert _decisions(req) == 1
