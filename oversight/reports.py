@@ -1,0 +1,471 @@
+"""The managers' effectiveness review: figures for a month (or any period), in SQL.
+
+Every figure is a database aggregate — counts, sums and percentiles — so a month of
+a million requests is reviewed without loading its rows. A request belongs to the
+period it was *submitted* in (UTC); its outcome counts there even when it was
+decided in the next period, so a month's numbers add up.
+
+`review(month)` returns plain JSON-able data: what the page, the CSV, the command
+and the stored monthly snapshot all show.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from importlib import import_module
+
+from django.apps import apps
+from django.db import connection
+from django.db.models import Count, F, FloatField, Func, Max, Q, Sum, Value
+from django.db.models.functions import Coalesce, Greatest, Least, Lower, Trim, TruncDate
+from django.utils import timezone
+
+from oversight.models import MonthlyReview, OversightRequest, Source, Status
+
+MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
+PERCENTILES = (0.5, 0.9, 0.99)
+RULE_NAMES = ("memory_pressure", "delegation_depth", "circular_refs", "always")
+# Upper bounds (seconds) of the time-to-decision histogram; the last bucket is open.
+TTD_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600)
+TOP_REASONS = 10
+
+
+class BadMonth(ValueError):
+    pass
+
+
+# --- Periods ------------------------------------------------------------------------
+
+
+def parse_month(text: str) -> date:
+    """'2026-11' → date(2026, 11, 1); anything else raises BadMonth with a plain message."""
+    match = MONTH_RE.match(text or "")
+    year, month = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if not match or not 1 <= month <= 12 or year < 1970:
+        raise BadMonth(f"Not a month: {text!r}. Use YYYY-MM, e.g. 2026-11.")
+    return date(year, month, 1)
+
+
+def next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def previous_month(month: date) -> date:
+    return date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
+
+
+def month_bounds(month: date) -> tuple[datetime, datetime]:
+    """[first instant, first instant of the next month) in UTC."""
+    start = datetime(month.year, month.month, 1, tzinfo=UTC)
+    end_month = next_month(month)
+    return start, datetime(end_month.year, end_month.month, 1, tzinfo=UTC)
+
+
+def label(month: date) -> str:
+    return f"{month.year:04d}-{month.month:02d}"
+
+
+# --- SQL building blocks ----------------------------------------------------------------
+
+
+class Seconds(Func):
+    """`end - start` in seconds, as a float, on PostgreSQL and SQLite alike."""
+
+    output_field = FloatField()
+    arity = 2
+
+    def __init__(self, end, start, **extra):
+        super().__init__(end, start, **extra)
+
+    def as_postgresql(self, compiler, conn, **extra):
+        return self.as_sql(compiler, conn, template="EXTRACT(EPOCH FROM (%(expressions)s))", arg_joiner=" - ", **extra)
+
+    def as_sqlite(self, compiler, conn, **extra):
+        # Django's own SQLite function: exact microseconds between two stored datetimes.
+        return self.as_sql(compiler, conn, template="(django_timestamp_diff(%(expressions)s) / 1000000.0)", **extra)
+
+
+def _percentile_sql(inner_sql: str) -> str:
+    """One row per group: (grp, n, p50, p90, p99, max) over the column `dur` of `inner_sql`."""
+    if connection.vendor == "postgresql":
+        cols = ", ".join(f"percentile_cont({p}) WITHIN GROUP (ORDER BY dur)" for p in PERCENTILES)
+        return f"SELECT grp, COUNT(*), {cols}, MAX(dur) FROM ({inner_sql}) d GROUP BY grp"  # noqa: S608
+    # SQLite has no percentile_cont: the same linear interpolation from row numbers.
+    # With the rows of a group ranked 0..n-1, percentile p lies at rank p*(n-1): the
+    # value at its floor plus the fraction of the step to the next rank.
+    cols = []
+    for p in PERCENTILES:
+        pos = f"({p} * (n - 1))"
+        lo = f"MAX(CASE WHEN rn = CAST({pos} AS INTEGER) THEN dur END)"
+        hi = f"MAX(CASE WHEN rn = CAST({pos} AS INTEGER) + 1 THEN dur END)"
+        frac = f"MAX({pos} - CAST({pos} AS INTEGER))"
+        cols.append(f"{lo} + (COALESCE({hi}, {lo}) - {lo}) * {frac}")
+    # Only constants and Django's own compiled SQL are interpolated; values travel as params.
+    ranked = (
+        "SELECT grp, dur, ROW_NUMBER() OVER (PARTITION BY grp ORDER BY dur) - 1 AS rn, "  # noqa: S608
+        f"COUNT(*) OVER (PARTITION BY grp) AS n FROM ({inner_sql}) i"
+    )
+    return f"SELECT grp, COUNT(*), {', '.join(cols)}, MAX(dur) FROM ({ranked}) d GROUP BY grp"  # noqa: S608
+
+
+def duration_stats(queryset, group: str | None = None) -> dict:
+    """{group value: {n, p50, p90, p99, max}} of decided_at − created_at over `queryset`, in SQL.
+
+    Without `group`, the one key is None.
+    """
+    inner = queryset.annotate(
+        grp=F(group) if group else Value(None, output_field=FloatField()),
+        dur=Seconds("decided_at", "created_at"),
+    ).values("grp", "dur")
+    sql, params = inner.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(_percentile_sql(sql), params)
+        rows = cursor.fetchall()
+    return {
+        row[0]: {"n": row[1], "p50": _f(row[2]), "p90": _f(row[3]), "p99": _f(row[4]), "max": _f(row[5])}
+        for row in rows
+    }
+
+
+def _f(value) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def _share(part, whole) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+# --- Request figures --------------------------------------------------------------------
+
+
+def _outcome_counts() -> dict:
+    """The counts every grouping shows, as conditional aggregates of one query."""
+    operator, timeout = Q(decision_source=Source.OPERATOR), Q(decision_source=Source.TIMEOUT)
+    return {
+        "requests": Count("pk"),
+        "critical": Count("pk", filter=Q(critical=True)),
+        "trusted_bypasses": Count("pk", filter=Q(trusted_bypass=True)),
+        "policy_approved": Count("pk", filter=Q(decision_source=Source.POLICY)),
+        "operator_approved": Count("pk", filter=operator & Q(status=Status.APPROVED)),
+        "operator_rejected": Count("pk", filter=operator & Q(status=Status.REJECTED)),
+        "timeout_approved": Count("pk", filter=timeout & Q(status=Status.APPROVED)),
+        "timeout_rejected": Count("pk", filter=timeout & Q(status=Status.REJECTED)),
+        "cancelled": Count("pk", filter=Q(status=Status.CANCELLED)),
+        "pending": Count("pk", filter=Q(status=Status.PENDING)),
+        "escalated": Count("pk", filter=Q(escalated_at__isnull=False)),
+        "decided_before_escalation": Count("pk", filter=operator & Q(escalated_at__isnull=True)),
+    }
+
+
+def _with_shares(row: dict) -> dict:
+    row["critical_share"] = _share(row["critical"], row["requests"])
+    row["operator_decisions"] = row["operator_approved"] + row["operator_rejected"]
+    row["timeouts"] = row["timeout_approved"] + row["timeout_rejected"]
+    # Of the requests that needed a human: decided by one before any escalation,
+    # and left to the timeout (so never looked at by a person).
+    row["decided_before_escalation_share"] = _share(row["decided_before_escalation"], row["critical"])
+    row["timed_out_share"] = _share(row["timeouts"], row["critical"])
+    return row
+
+
+def _grouped(requests, field: str, ttd: dict) -> list[dict]:
+    rows = requests.values(field).annotate(**_outcome_counts()).order_by("-requests", field)
+    out = []
+    for row in rows:
+        row = _with_shares(dict(row))
+        row["name"] = row.pop(field)
+        row["ttd_p50"] = (ttd.get(row["name"]) or {}).get("p50")
+        out.append(row)
+    return out
+
+
+def _headline(requests, operator_decisions) -> dict:
+    row = _with_shares(requests.aggregate(**_outcome_counts()))
+    stats = duration_stats(operator_decisions).get(None) or {}
+    for key in ("p50", "p90", "p99", "max"):
+        row[f"ttd_{key}"] = stats.get(key)
+    return row
+
+
+def _rules(requests) -> dict:
+    """Rules alone and in combination (`fired_rules` is the fixed-order join), and each
+    rule's total whatever fired with it."""
+    combos = (
+        requests.exclude(fired_rules="")
+        .values("fired_rules")
+        .annotate(**_outcome_counts())
+        .order_by("-requests", "fired_rules")
+    )
+    combinations = []
+    for row in combos:
+        row = _with_shares(dict(row))
+        row["name"] = row.pop("fired_rules")
+        combinations.append(row)
+    # The rule names never contain one another, so a substring match is a token match.
+    totals = requests.aggregate(
+        **{rule: Count("pk", filter=Q(fired_rules__contains=rule)) for rule in RULE_NAMES},
+        critical_total=Count("pk", filter=Q(critical=True)),
+    )
+    critical_total = totals.pop("critical_total")
+    singles = [
+        {"name": rule, "requests": totals[rule], "share_of_critical": _share(totals[rule], critical_total)}
+        for rule in RULE_NAMES
+    ]
+    return {"combinations": combinations, "rules": singles}
+
+
+def _operators(operator_decisions) -> list[dict]:
+    medians = duration_stats(operator_decisions, "decided_by")
+    rows = (
+        operator_decisions.values("decided_by")
+        .annotate(
+            decisions=Count("pk"),
+            approved=Count("pk", filter=Q(status=Status.APPROVED)),
+            rejected=Count("pk", filter=Q(status=Status.REJECTED)),
+        )
+        .order_by("-decisions", "decided_by")
+    )
+    return [
+        {
+            "name": row["decided_by"],
+            "decisions": row["decisions"],
+            "approved": row["approved"],
+            "rejected": row["rejected"],
+            "approve_share": _share(row["approved"], row["decisions"]),
+            "ttd_p50": (medians.get(row["decided_by"]) or {}).get("p50"),
+        }
+        for row in rows
+    ]
+
+
+def reject_presets() -> tuple[str, ...]:
+    """The preset reasons the queue offers, when it offers any (`oversight.views.REJECT_PRESETS`)."""
+    views = import_module("oversight.views")
+    return tuple(getattr(views, "REJECT_PRESETS", ()) or ())
+
+
+def _reject_reasons(operator_decisions) -> list[dict]:
+    presets = {p.strip().lower() for p in reject_presets()}
+    rows = (
+        operator_decisions.filter(status=Status.REJECTED)
+        .annotate(reason=Lower(Trim("decision_reason")))
+        .values("reason")
+        .annotate(n=Count("pk"))
+        .order_by("-n", "reason")[:TOP_REASONS]
+    )
+    return [{"reason": row["reason"][:300], "count": row["n"], "preset": row["reason"] in presets} for row in rows]
+
+
+def _ttd_histogram(operator_decisions) -> list[dict]:
+    bounds = (0, *TTD_BUCKETS)
+    buckets = {
+        f"b{i}": Count("pk", filter=Q(dur__gt=lo, dur__lte=hi) if i else Q(dur__lte=hi))
+        for i, (lo, hi) in enumerate(zip(bounds, TTD_BUCKETS, strict=False))
+    }
+    buckets["over"] = Count("pk", filter=Q(dur__gt=TTD_BUCKETS[-1]))
+    counts = operator_decisions.annotate(dur=Seconds("decided_at", "created_at")).aggregate(**buckets)
+    rows = [{"le": hi, "count": counts[f"b{i}"]} for i, hi in enumerate(TTD_BUCKETS)]
+    rows.append({"le": None, "count": counts["over"]})
+    return rows
+
+
+def _daily(requests) -> list[dict]:
+    """Requests per day of submission, by who decided them."""
+    rows = (
+        requests.annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values("day")
+        .annotate(
+            policy=Count("pk", filter=Q(decision_source=Source.POLICY)),
+            operator=Count("pk", filter=Q(decision_source=Source.OPERATOR)),
+            timeout=Count("pk", filter=Q(decision_source=Source.TIMEOUT)),
+            agent=Count("pk", filter=Q(decision_source=Source.AGENT)),
+            pending=Count("pk", filter=Q(status=Status.PENDING)),
+        )
+        .order_by("day")
+    )
+    return [{**row, "day": row["day"].isoformat()} for row in rows]
+
+
+# --- Memory figures -----------------------------------------------------------------------
+
+
+def _model(label_: str, name: str):
+    """A model of another app if it exists in this tree (the monitoring app grows its own)."""
+    try:
+        return apps.get_model(label_, name)
+    except LookupError:
+        return None
+
+
+def memory_figures(start: datetime, end: datetime, now: datetime) -> dict:
+    """Alerts and leak suspects, or `measured: False` where monitoring does not record them:
+    a missing measurement is shown as such, never as zero."""
+    alert = _model("monitoring", "Alert")
+    leak = _model("monitoring", "LeakFinding")
+    out: dict = {"alerts_measured": alert is not None, "leaks_measured": leak is not None}
+    if alert is not None:
+        out.update(_alert_figures(alert, start, end, now))
+    if leak is not None:
+        out.update(_leak_figures(leak, start, end))
+    return out
+
+
+def _alert_figures(alert, start: datetime, end: datetime, now: datetime) -> dict:
+    raised = alert.objects.filter(started_at__gte=start, started_at__lt=end)
+    by_severity = dict(raised.values_list("severity").annotate(n=Count("pk")).order_by())
+    per_day = (
+        raised.annotate(day=TruncDate("started_at", tzinfo=UTC))
+        .values("day")
+        .annotate(
+            warning=Count("pk", filter=Q(severity="warning")),
+            critical=Count("pk", filter=Q(severity="critical")),
+        )
+        .order_by("day")
+    )
+    # Time in each state: every alert overlapping the period, clipped to it; one
+    # still firing counts up to now (or the period's end, if that came first).
+    until = min(end, now)
+    overlapping = alert.objects.filter(started_at__lt=until).filter(Q(resolved_at__isnull=True) | Q(resolved_at__gt=start))
+    clipped = Seconds(
+        Least(Coalesce("resolved_at", Value(until)), Value(until)),
+        Greatest("started_at", Value(start)),
+    )
+    per_host = (
+        overlapping.filter(process="")
+        .values("host")
+        .annotate(
+            warning_seconds=Sum(clipped, filter=Q(severity="warning")),
+            critical_seconds=Sum(clipped, filter=Q(severity="critical")),
+        )
+        .order_by("host")
+    )
+    return {
+        "alerts": {"warning": by_severity.get("warning", 0), "critical": by_severity.get("critical", 0)},
+        "alerts_per_day": [{**row, "day": row["day"].isoformat()} for row in per_day],
+        "hosts": [
+            {
+                "host": row["host"],
+                "warning_seconds": round(max(row["warning_seconds"] or 0.0, 0.0), 1),
+                "critical_seconds": round(max(row["critical_seconds"] or 0.0, 0.0), 1),
+            }
+            for row in per_host
+        ],
+    }
+
+
+def _leak_figures(leak, start: datetime, end: datetime) -> dict:
+    found = leak.objects.filter(detected_at__gte=start, detected_at__lt=end)
+    processes = found.values("host", "pid", "process").annotate(
+        slope=Max("slope_bytes_per_hour"), findings=Count("pk")
+    )
+    top = processes.order_by("-slope", "host", "pid")[:10]
+    return {
+        "leak_suspects": processes.count(),
+        "leaks": [
+            {"host": r["host"], "pid": r["pid"], "process": r["process"],
+             "slope_bytes_per_hour": r["slope"], "findings": r["findings"]}
+            for r in top
+        ],
+    }
+
+
+# --- The review ---------------------------------------------------------------------------
+
+HEADLINE_KEYS = (
+    "requests", "critical", "critical_share", "trusted_bypasses", "policy_approved", "operator_approved",
+    "operator_rejected", "timeout_approved", "timeout_rejected", "cancelled", "pending", "escalated",
+    "decided_before_escalation_share", "timed_out_share", "ttd_p50", "ttd_p90", "ttd_p99", "ttd_max",
+)
+
+
+def figures(start: datetime, end: datetime, *, now: datetime | None = None) -> dict:
+    """Everything about requests submitted in [start, end)."""
+    now = now or timezone.now()
+    requests = OversightRequest.objects.filter(created_at__gte=start, created_at__lt=end)
+    operator_decisions = requests.filter(decision_source=Source.OPERATOR)
+    ttd_by_operation = duration_stats(operator_decisions, "operation")
+    ttd_by_agent = duration_stats(operator_decisions, "agent__name")
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "computed_at": now.isoformat(),
+        "headline": _headline(requests, operator_decisions),
+        "by_operation": _grouped(requests, "operation", ttd_by_operation),
+        "by_agent": _grouped(requests, "agent__name", ttd_by_agent),
+        "by_rule": _rules(requests),
+        "operators": _operators(operator_decisions),
+        "reject_reasons": _reject_reasons(operator_decisions),
+        "ttd_histogram": _ttd_histogram(operator_decisions),
+        "daily": _daily(requests),
+        "memory": memory_figures(start, end, now),
+    }
+
+
+def month_figures(month: date, *, now: datetime | None = None) -> dict:
+    start, end = month_bounds(month)
+    data = figures(start, end, now=now)
+    data["month"] = label(month)
+    return data
+
+
+def changes(current: dict, previous: dict | None) -> dict:
+    """Month-over-month: for each headline figure, last month's value and the difference."""
+    out = {}
+    for key in HEADLINE_KEYS:
+        now_value, before = current.get(key), (previous or {}).get(key)
+        delta = None if now_value is None or before is None else round(now_value - before, 4)
+        out[key] = {"previous": before, "delta": delta}
+    return out
+
+
+def review(month: date, *, now: datetime | None = None, live: bool = False) -> dict:
+    """The review of `month`: the stored snapshot when there is one (unless `live`), else
+    computed now; with the month-over-month change against the month before."""
+    now = now or timezone.now()
+    stored = None if live else MonthlyReview.objects.filter(month=label(month)).first()
+    if stored is not None:
+        data = dict(stored.figures)
+        data["snapshot_at"] = stored.created_at.isoformat()
+    else:
+        data = month_figures(month, now=now)
+        data["snapshot_at"] = None
+    data["previous"] = _previous_headline(previous_month(month), now)
+    data["changes"] = changes(data["headline"], data["previous"])
+    return data
+
+
+def _previous_headline(month: date, now: datetime) -> dict | None:
+    stored = MonthlyReview.objects.filter(month=label(month)).values_list("figures", flat=True).first()
+    if stored is not None:
+        return stored.get("headline")
+    start, end = month_bounds(month)
+    if start >= now:
+        return None
+    requests = OversightRequest.objects.filter(created_at__gte=start, created_at__lt=end)
+    return _headline(requests, requests.filter(decision_source=Source.OPERATOR))
+
+
+def months_with_data(now: datetime | None = None) -> list[dict]:
+    """Every month that has requests or a stored review, newest first."""
+    now = now or timezone.now()
+    seen = {
+        label(d) for d in OversightRequest.objects.datetimes("created_at", "month", tzinfo=UTC)
+    }
+    stored = dict(MonthlyReview.objects.values_list("month", "created_at"))
+    seen |= set(stored)
+    seen.add(label(now.date().replace(day=1)))
+    return [{"month": m, "snapshot_at": stored.get(m)} for m in sorted(seen, reverse=True)]
+
+
+def store_snapshot(month: date, *, now: datetime | None = None) -> tuple[MonthlyReview, bool]:
+    """Store `month`'s figures once; an existing snapshot is kept as it is (returns created)."""
+    existing = MonthlyReview.objects.filter(month=label(month)).first()
+    if existing is not None:
+        return existing, False
+    data = month_figures(month, now=now)
+    review_row, created = MonthlyReview.objects.get_or_create(
+        month=label(month), defaults={"figures": data, "created_at": now or timezone.now()}
+    )
+    return review_row, created
+
