@@ -56,3 +56,127 @@ class AgentSample(models.Model):
             # Pruning by age.
             models.Index(fields=["at"], name="agentsample_at"),
         ]
+
+
+class HostRollup(models.Model):
+    """One host's samples over one minute: what the 24 h and 7 d charts read (kept 90 days)."""
+
+    host = models.CharField(max_length=255)
+    minute = models.DateTimeField()
+    samples = models.PositiveIntegerField()
+    pressure_min = models.FloatField()
+    pressure_avg = models.FloatField()
+    pressure_max = models.FloatField()
+    available_min = models.BigIntegerField()
+    available_avg = models.FloatField()
+    available_max = models.BigIntegerField()
+    psi_some_avg10_max = models.FloatField(null=True, blank=True)
+    psi_full_avg10_max = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Also the "host over time" index of the long-range charts.
+            models.UniqueConstraint(fields=["host", "minute"], name="hostrollup_host_minute"),
+        ]
+        indexes = [models.Index(fields=["minute"], name="hostrollup_minute")]
+
+
+class AgentRollup(models.Model):
+    """One agent process's samples over one minute (kept 90 days)."""
+
+    agent = models.ForeignKey("oversight.Agent", on_delete=models.CASCADE, related_name="rollups")
+    host = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    process = models.CharField(max_length=200, blank=True)
+    minute = models.DateTimeField()
+    samples = models.PositiveIntegerField()
+    rss_min = models.BigIntegerField()
+    rss_avg = models.FloatField()
+    rss_max = models.BigIntegerField()
+    cycles_found_max = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Also the "process over time" index of the long-range charts.
+            models.UniqueConstraint(fields=["agent", "host", "pid", "minute"], name="agentrollup_process_minute"),
+        ]
+        indexes = [models.Index(fields=["minute"], name="agentrollup_minute")]
+
+
+class Severity(models.TextChoices):
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Alert(models.Model):
+    """A memory pressure alert: raised after holding above its threshold, resolved after holding below."""
+
+    host = models.CharField(max_length=255)
+    process = models.CharField(max_length=255, blank=True, help_text="Empty for a host alert; 'name (pid N)' for an agent process.")
+    agent = models.ForeignKey("oversight.Agent", on_delete=models.SET_NULL, null=True, blank=True, related_name="alerts")
+    kind = models.CharField(max_length=30, default="pressure")
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    value = models.FloatField(help_text="The pressure when it was raised.")
+    threshold = models.FloatField()
+    peak = models.FloatField()
+    started_at = models.DateTimeField(help_text="When the pressure first crossed the threshold.")
+    raised_at = models.DateTimeField(help_text="When it had held long enough to raise.")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.CharField(max_length=150, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # Firing alerts: the feed's snapshot, /metrics and the page.
+            models.Index(fields=["host", "process"], condition=models.Q(resolved_at__isnull=True), name="alert_firing"),
+            # Recent alerts and the monthly reports.
+            models.Index(fields=["-started_at"], name="alert_started"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.severity} {self.kind} on {self.host} {self.process}".strip()
+
+
+class AlertTrack(models.Model):
+    """The alert state machine's state for one (host, process, severity): survives restarts and
+    is shared by every worker, so whichever worker stores the next sample continues it."""
+
+    host = models.CharField(max_length=255)
+    process = models.CharField(max_length=255, blank=True)
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    phase = models.CharField(max_length=10, default="ok")  # ok | pending | firing | clearing
+    since = models.DateTimeField(null=True, blank=True)
+    last_at = models.DateTimeField(null=True, blank=True)
+    first_value = models.FloatField(null=True, blank=True)
+    peak = models.FloatField(null=True, blank=True)
+    alert = models.ForeignKey(Alert, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["host", "process", "severity"], name="alerttrack_key"),
+        ]
+
+
+class LeakFinding(models.Model):
+    """A process whose memory keeps rising: a robust trend confirmed over consecutive windows."""
+
+    agent = models.ForeignKey("oversight.Agent", on_delete=models.SET_NULL, null=True, blank=True, related_name="leaks")
+    host = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    process = models.CharField(max_length=200, blank=True)
+    slope_bytes_per_hour = models.FloatField()
+    detected_at = models.DateTimeField()
+    exhaustion_at = models.DateTimeField(null=True, blank=True)
+    confidence = models.FloatField(help_text="0–1: 1 − the Mann–Kendall p-value of the weakest window.")
+    rss_bytes = models.BigIntegerField(default=0, help_text="The median RSS of the latest window.")
+    windows = models.PositiveSmallIntegerField(default=2)
+    last_seen_at = models.DateTimeField(help_text="The latest scan that still found the trend.")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["agent", "host", "pid", "-detected_at"], name="leak_process"),
+            models.Index(fields=["-detected_at"], name="leak_detected"),
+        ]
+
+    def __str__(self) -> str:
+        return f"leak {self.process or self.pid} on {self.host}"

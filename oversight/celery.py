@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from kombu import Queue
+from kombu.common import Broadcast
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oversight.settings")
 
 app = Celery("oversight")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# The default queue, and the broadcast every worker consumes (per-host memory collection).
+app.conf.task_queues = (Queue("celery"), Broadcast("monitoring.broadcast"))
 app.autodiscover_tasks(["oversight", "monitoring"])
 
 
@@ -21,6 +25,10 @@ def _schedule(sender, **kwargs) -> None:
     # Each expires after one interval so a backlog never replays stale sweeps.
     sweep = settings.OVERSIGHT_SWEEP_SECONDS
     sender.add_periodic_task(sweep, sender.signature("oversight.sweep", expires=sweep), name="oversight sweep")
+
+    from monitoring.tasks import schedule as monitoring_schedule
+
+    monitoring_schedule(sender)
 
 
 @app.task(name="oversight.ping")

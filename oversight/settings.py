@@ -116,7 +116,9 @@ def _database(url: str) -> dict:
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
-        config["TEST"] = {"NAME": str(VAR_DIR / "test_oversight.sqlite3")}
+        # A file, not memory: the test suite's server processes share it. Each test
+        # run names its own (tests/embedded_redis.py) so parallel runs don't collide.
+        config["TEST"] = {"NAME": env_str("OVERSIGHT_TEST_SQLITE", str(VAR_DIR / "test_oversight.sqlite3"))}
     else:
         # Django's own pool: under ASGI a fresh connection per request was several
         # times slower than a pooled one.
@@ -252,6 +254,13 @@ MONITORING_CRITICAL_RAISE = env_float("MONITORING_CRITICAL_RAISE", 90.0, minimum
 MONITORING_CRITICAL_CLEAR = env_float("MONITORING_CRITICAL_CLEAR", 85.0, minimum=0, maximum=100)
 MONITORING_ALERT_FOR_SECONDS = env_float("MONITORING_ALERT_FOR_SECONDS", 30.0, minimum=0)
 MONITORING_HOST_PRESSURE_MAX_AGE = env_float("MONITORING_HOST_PRESSURE_MAX_AGE", 60.0, minimum=1)
+# Leak detection: two consecutive windows of this length must both show a rise
+# faster than the floor; scanned every MONITORING_LEAK_SCAN_SECONDS.
+MONITORING_LEAK_WINDOW_MINUTES = env_int("MONITORING_LEAK_WINDOW_MINUTES", 30, minimum=1)
+MONITORING_LEAK_MIN_SLOPE_BYTES_PER_HOUR = env_float("MONITORING_LEAK_MIN_SLOPE_BYTES_PER_HOUR", 1048576.0, minimum=0)
+MONITORING_LEAK_SCAN_SECONDS = env_float("MONITORING_LEAK_SCAN_SECONDS", 300.0, minimum=1)
+# How often the beat rolls samples up into minutes and prunes old rows.
+MONITORING_ROLLUP_SECONDS = env_float("MONITORING_ROLLUP_SECONDS", 60.0, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,77 @@
+"""Thin Celery tasks over monitoring's testable units.
+
+Collection goes out on a broadcast queue: every worker gets every tick, so every
+worker host samples itself (not whichever worker happens to be free), and
+`claim_tick` keeps two workers of one host from filing two samples. Each
+periodic task expires after one interval: a backlog never replays stale ticks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from celery.schedules import crontab
+from kombu.common import Broadcast
+
+log = logging.getLogger(__name__)
+
+BROADCAST_QUEUE = "monitoring.broadcast"
+
+
+def broadcast_queue() -> Broadcast:
+    return Broadcast(BROADCAST_QUEUE)
+
+
+def schedule(app) -> None:
+    """Add monitoring's periodic tasks to the beat (called from oversight.celery)."""
+    from django.conf import settings
+
+    every = settings.MONITORING_SAMPLE_SECONDS
+    app.add_periodic_task(
+        every, app.signature("monitoring.collect", expires=every, queue=BROADCAST_QUEUE), name="monitoring collect"
+    )
+    rollup = settings.MONITORING_ROLLUP_SECONDS
+    app.add_periodic_task(rollup, app.signature("monitoring.rollup", expires=rollup), name="monitoring rollup")
+    scan = settings.MONITORING_LEAK_SCAN_SECONDS
+    app.add_periodic_task(scan, app.signature("monitoring.leak_scan", expires=scan), name="monitoring leak scan")
+    app.add_periodic_task(
+        crontab(minute=0, hour=6, day_of_week=1),
+        app.signature("monitoring.leak_summary", expires=3600),
+        name="monitoring weekly leak summary",
+    )
+
+
+@shared_task(bind=True, name="monitoring.collect", ignore_result=True)
+def collect(self) -> bool:
+    """Sample this worker's host once per broadcast tick."""
+    from monitoring.collect import claim_tick, collect_one_sample, this_host
+
+    host = this_host(self.request.hostname)
+    if not claim_tick(host, self.request.id or ""):
+        return False
+    collect_one_sample(host)
+    return True
+
+
+@shared_task(name="monitoring.rollup", ignore_result=True)
+def rollup() -> dict:
+    from monitoring.retention import roll_up_and_prune
+
+    return roll_up_and_prune()
+
+
+@shared_task(name="monitoring.leak_scan", ignore_result=True)
+def leak_scan() -> int:
+    from monitoring.leaks import scan
+
+    return scan()
+
+
+@shared_task(name="monitoring.leak_summary", ignore_result=True)
+def leak_summary() -> dict:
+    from monitoring.leaks import weekly_summary
+
+    summary = weekly_summary()
+    log.info("Leak suspects this week: %s", summary)
+    return summary
