@@ -78,7 +78,8 @@ def _load(request_id) -> OversightRequest:
 
 
 def _broadcast(req: OversightRequest, event_type: str) -> None:
-    groups = (FEED_GROUP, request_group(req.id)) if req.critical or event_type == "request.decided" else (request_group(req.id),)
+    """To the browsers' feed; decisions also to agents long-polling this request."""
+    groups = (FEED_GROUP, request_group(req.id)) if event_type == "request.decided" else (FEED_GROUP,)
     send_event_on_commit(event_type, {"request": request_dict(req)}, groups=groups)
 
 

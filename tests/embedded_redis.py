@@ -1,4 +1,5 @@
-"""Pytest plugin: a private Redis for the suite when REDIS_URL is not given.
+"""Pytest plugin: a private Redis for the suite when REDIS_URL is not given, and a
+SQLite test database of the run's own.
 
 It must run before pytest-django sets Django up (the settings read REDIS_URL),
 hence a plugin loaded with `-p` whose hook wraps the initial set-up. Each run
@@ -25,6 +26,7 @@ def pytest_load_initial_conftests(early_config, parser, args):
         _supervisor = Supervisor(prefix_logs=False)
         os.environ["REDIS_URL"] = start_redis(_supervisor, Path(tempfile.mkdtemp(prefix="oversight-redis-")))
     os.environ.setdefault("CHANNEL_PREFIX", f"oversight-test-{os.getpid()}")
+    os.environ.setdefault("OVERSIGHT_TEST_SQLITE", str(Path(tempfile.mkdtemp(prefix="oversight-db-")) / "test.sqlite3"))
     return (yield)
 
 

@@ -195,13 +195,19 @@ async def _wait_for_decision(request_id, deadline: datetime | None, seconds: int
         req = await _in_thread(_reload, request_id)
         if req["status"] != Status.PENDING:
             return req
-        limit = seconds
+        end = asyncio.get_running_loop().time() + seconds
         if deadline is not None:
-            limit = min(limit, max(0.0, (deadline - timezone.now()).total_seconds()) + 0.05)
-        try:
-            await asyncio.wait_for(layer.receive(channel), timeout=limit)
-        except TimeoutError:
-            pass
+            # Never wait past the deadline: there the timeout decision is the answer.
+            until_deadline = max(0.0, (deadline - timezone.now()).total_seconds()) + 0.05
+            end = min(end, asyncio.get_running_loop().time() + until_deadline)
+        while (remaining := end - asyncio.get_running_loop().time()) > 0:
+            try:
+                await asyncio.wait_for(layer.receive(channel), timeout=remaining)
+            except TimeoutError:
+                break
+            req = await _in_thread(_reload, request_id)
+            if req["status"] != Status.PENDING:
+                return req
         return await _in_thread(_reload, request_id)
     finally:
         await layer.group_discard(group, channel)
