@@ -1,0 +1,224 @@
+"""Threshold advice: what other thresholds would have done, and plain suggestions.
+
+For each operation and rule, the requests of a period are counted by the value that
+rule was evaluated on (the `triggers` snapshot, rounded up to a whole number: for
+whole-number thresholds `value > T` and `ceil(value) > T` are the same test). From
+that distribution alone — a few dozen aggregate rows, never the requests — we know
+for any threshold T how many requests would have needed a human:
+
+    those where another rule fired (they need one whatever T is)
+  + those where only this rule could fire and its value is above T.
+
+Requests that a trusted agent's bypass let through are left out: the bypass would
+have let them through at any threshold. Nothing here changes a policy; a manager
+applies a suggestion on /policies/, which writes a new, audited version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Count, FloatField, Func, Q
+
+from oversight.models import OversightRequest, Policy, Source, Status
+from oversight.policy import RULES, current_policy
+
+# A suggestion needs this many human decisions behind it, and this approval share.
+MIN_DECISIONS = 20
+MIN_APPROVE_SHARE = 0.95
+# Timeouts above this share of a (busy enough) operation's critical requests get a note.
+TIMEOUT_NOTE_SHARE = 0.2
+RULE_LABELS = {"memory_pressure": "memory pressure", "delegation_depth": "delegation depth",
+               "circular_refs": "circular references"}
+
+
+class TriggerValue(Func):
+    """The value `rule` was evaluated on, from the request's `triggers` list, rounded up
+    (NULL when the rule was off or had no value)."""
+
+    output_field = FloatField()
+
+    def __init__(self, rule: str, **extra):
+        if rule not in RULES:
+            raise ValueError(f"Not a rule with a threshold: {rule!r}")
+        self.rule = rule
+        super().__init__("triggers", **extra)
+
+    def as_postgresql(self, compiler, conn, **extra):
+        sql, params = compiler.compile(self.source_expressions[0])
+        # jsonpath: the first trigger of this rule, its value as text (JSON null → NULL).
+        return (
+            f"CEIL((jsonb_path_query_first({sql}, '$[*] ? (@.rule == $r).value', "
+            "jsonb_build_object('r', %s::text)) #>> '{}')::double precision)",
+            (*params, self.rule),
+        )
+
+    def as_sqlite(self, compiler, conn, **extra):
+        sql, params = compiler.compile(self.source_expressions[0])
+        return (
+            "CEILING((SELECT json_extract(t.value, '$.value') FROM json_each("  # noqa: S608 (a column)
+            f"{sql}) t WHERE json_extract(t.value, '$.rule') = %s LIMIT 1))",
+            (*params, self.rule),
+        )
+
+
+@dataclass
+class Bucket:
+    """Requests of one operation whose only possible firing rule had this (rounded) value."""
+
+    value: float
+    requests: int = 0
+    critical: int = 0
+    approved: int = 0
+    rejected: int = 0
+    timeouts: int = 0
+
+
+@dataclass
+class Distribution:
+    operation: str
+    rule: str
+    others: int = 0  # requests needing a human because another rule fired
+    critical: int = 0  # requests that needed a human, whatever fired
+    buckets: list[Bucket] = field(default_factory=list)
+
+    def needing_human(self, threshold: float) -> int:
+        return self.others + sum(b.requests for b in self.buckets if b.value > threshold)
+
+
+def distributions(start: datetime, end: datetime) -> list[Distribution]:
+    """One Distribution per (operation, rule) seen in [start, end), from aggregate queries."""
+    requests = OversightRequest.objects.filter(created_at__gte=start, created_at__lt=end, trusted_bypass=False)
+    critical = dict(requests.filter(critical=True).values_list("operation").annotate(n=Count("pk")).order_by())
+    out: dict[tuple[str, str], Distribution] = {}
+    for rule in RULES:
+        others = requests.exclude(fired_rules="").exclude(fired_rules=rule)
+        for operation, n in others.values_list("operation").annotate(n=Count("pk")).order_by():
+            _dist(out, operation, rule, critical).others = n
+        for row in _value_counts(requests, rule):
+            _dist(out, row["operation"], rule, critical).buckets.append(
+                Bucket(row["v"], row["n"], row["crit"], row["approved"], row["rejected"], row["timeouts"])
+            )
+    return sorted(out.values(), key=lambda d: (d.operation, RULES.index(d.rule)))
+
+
+def _dist(out: dict, operation: str, rule: str, critical: dict) -> Distribution:
+    key = (operation, rule)
+    if key not in out:
+        out[key] = Distribution(operation, rule, critical=critical.get(operation, 0))
+    return out[key]
+
+
+def _value_counts(requests, rule: str):
+    operator = Q(decision_source=Source.OPERATOR)
+    return (
+        requests.filter(Q(fired_rules="") | Q(fired_rules=rule))
+        .annotate(v=TriggerValue(rule))
+        .exclude(v__isnull=True)
+        .values("operation", "v")
+        .annotate(
+            n=Count("pk"),
+            crit=Count("pk", filter=Q(critical=True)),
+            approved=Count("pk", filter=operator & Q(status=Status.APPROVED)),
+            rejected=Count("pk", filter=operator & Q(status=Status.REJECTED)),
+            timeouts=Count("pk", filter=Q(decision_source=Source.TIMEOUT)),
+        )
+        .order_by("operation", "v")
+    )
+
+
+def candidate_thresholds(rule: str, current: float) -> list[float]:
+    if rule == "memory_pressure":
+        steps = (-20, -10, -5, 0, 5, 10, 15)
+        return sorted({min(100.0, max(0.0, current + s)) for s in steps})
+    return [t for t in range(int(current) - 3, int(current) + 5) if t >= 0]
+
+
+def what_ifs(dist: Distribution, current: float) -> list[dict]:
+    """At each candidate threshold: how many would have needed a human, against today's."""
+    now = dist.needing_human(current)
+    return [
+        {"threshold": t, "needing_human": dist.needing_human(t), "change": dist.needing_human(t) - now,
+         "current": t == current}
+        for t in candidate_thresholds(dist.rule, current)
+    ]
+
+
+def suggestion(dist: Distribution, current: float) -> dict | None:
+    """Raise the threshold to the highest value whose extra reviews operators almost always
+    approved, when enough of them decided; with the numbers behind it."""
+    best = None
+    approved = rejected = timeouts = 0
+    for bucket in sorted((b for b in dist.buckets if b.value > current), key=lambda b: b.value):
+        approved, rejected, timeouts = approved + bucket.approved, rejected + bucket.rejected, timeouts + bucket.timeouts
+        decided = approved + rejected
+        if decided >= MIN_DECISIONS and approved / decided >= MIN_APPROVE_SHARE:
+            best = (bucket.value, approved, rejected, timeouts)
+    if best is None:
+        return None
+    threshold, approved, rejected, timeouts = best
+    saved = dist.needing_human(current) - dist.needing_human(threshold)
+    share = approved / (approved + rejected)
+    name = RULE_LABELS[dist.rule]
+    shown = _number(threshold)
+    text = (
+        f"Operators approved {share:.0%} of {dist.operation} requests that needed a human only for "
+        f"{name} up to {shown} ({approved} of {approved + rejected} decided). Raising {name} to {shown} "
+        f"would have saved {saved} reviews"
+    )
+    text += f"; {rejected} rejected ones would have been approved automatically." if rejected else "."
+    return {
+        "operation": dist.operation, "rule": dist.rule, "current": current, "threshold": threshold,
+        "approved": approved, "rejected": rejected, "timeouts": timeouts, "approve_share": round(share, 4),
+        "saved": saved, "text": text,
+    }
+
+
+def _number(value: float):
+    return int(value) if float(value).is_integer() else value
+
+
+def effective_threshold(operation: str, rule: str, cache: dict) -> float | None:
+    if operation not in cache:
+        cache[operation] = current_policy(operation)
+    value = getattr(cache[operation], rule)
+    return None if value is None else float(value)
+
+
+def advice(start: datetime, end: datetime) -> dict:
+    """What-ifs per operation and rule against the current thresholds, and suggestions."""
+    policies: dict[str, Policy] = {}
+    rows, suggestions = [], []
+    for dist in distributions(start, end):
+        current = effective_threshold(dist.operation, dist.rule, policies)
+        if current is None or not dist.buckets:
+            continue  # the rule is off now, or it never had a value to judge
+        rows.append({"operation": dist.operation, "rule": dist.rule, "current": current,
+                     "policy": str(policies[dist.operation]), "what_ifs": what_ifs(dist, current)})
+        found = suggestion(dist, current)
+        if found:
+            suggestions.append(found)
+    suggestions.sort(key=lambda s: -s["saved"])
+    return {"what_ifs": rows, "suggestions": suggestions, "notes": timeout_notes(start, end)}
+
+
+def timeout_notes(start: datetime, end: datetime) -> list[dict]:
+    """Operations where many requests that needed a human got none (the timeout decided)."""
+    rows = (
+        OversightRequest.objects.filter(created_at__gte=start, created_at__lt=end, critical=True)
+        .values("operation")
+        .annotate(critical_n=Count("pk"), timeouts=Count("pk", filter=Q(decision_source=Source.TIMEOUT)))
+        .order_by("operation")
+    )
+    notes = []
+    for row in rows:
+        if row["critical_n"] >= MIN_DECISIONS and row["timeouts"] / row["critical_n"] >= TIMEOUT_NOTE_SHARE:
+            notes.append({
+                "operation": row["operation"], "timeouts": row["timeouts"], "critical": row["critical_n"],
+                "text": (
+                    f"{row['timeouts']} of {row['critical_n']} {row['operation']} requests that needed a human "
+                    "timed out with no one looking: consider a longer timeout or more operators on duty."
+                ),
+            })
+    return notes
