@@ -1,0 +1,61 @@
+"""The Django admin: keys shown once, policy edits as new versions, requests read-only."""
+
+import pytest
+from django.contrib.auth.models import User
+
+from oversight.models import Agent, ApiKey, OversightRequest, Policy
+from oversight.policy import ensure_default_policy
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):
+    User.objects.create_superuser("root", password="correct horse battery")
+    client.login(username="root", password="correct horse battery")
+    return client
+
+
+def test_creating_an_agent_shows_its_key_once(admin_client):
+    response = admin_client.post("/admin/oversight/agent/add/", {
+        "name": "ci-bot", "description": "", "keys-TOTAL_FORMS": "0", "keys-INITIAL_FORMS": "0",
+    }, follow=True)
+    assert response.status_code == 200
+    text = response.content.decode()
+    agent = Agent.objects.get(name="ci-bot")
+    key = ApiKey.objects.get(agent=agent)
+    assert "shown only once" in text
+    raw = text.split("<code>")[1].split("</code>")[0]
+    assert key.matches(raw)
+    assert raw not in admin_client.get(f"/admin/oversight/agent/{agent.pk}/change/").content.decode()
+
+
+def test_editing_a_policy_writes_a_new_version(admin_client):
+    policy = ensure_default_policy()
+    data = {
+        "memory_pressure": "85", "delegation_depth": "4", "circular_refs": "3", "timeout_seconds": "300",
+        "timeout_action": "reject", "escalate_after": "0.5", "escalation_contacts": "[]", "trusted_agents": '["ci-bot"]',
+        "note": "quieter",
+    }
+    response = admin_client.post(f"/admin/oversight/policy/{policy.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    versions = list(Policy.objects.filter(operation="*").order_by("version").values_list(
+        "version", "is_current", "memory_pressure", "timeout_action", "trusted_agents"))
+    assert versions == [(1, False, 80.0, "approve", []), (2, True, 85.0, "reject", ["ci-bot"])]
+    assert admin_client.get(f"/admin/oversight/policy/{policy.pk}/change/").status_code in (200, 403)
+    assert admin_client.post(f"/admin/oversight/policy/{policy.pk}/change/", data).status_code == 403
+
+
+def test_requests_cannot_be_changed_in_the_admin(admin_client, agent):
+    from oversight import actions
+
+    req, _ = actions.do_submit(agent.agent, actions.Submission("delegate", "s", {}, {"delegation_depth": 5}))
+    page = admin_client.get(f"/admin/oversight/oversightrequest/{req.id}/change/")
+    assert page.status_code == 200
+    admin_client.post(f"/admin/oversight/oversightrequest/{req.id}/change/", {"status": "approved"})
+    assert OversightRequest.objects.get(id=req.id).status == "pending"
+
+
+def test_people_who_are_not_staff_are_kept_out(client, operator):
+    client.login(username="olivia", password="correct horse battery")
+    assert client.get("/admin/oversight/agent/").status_code == 302
