@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
+from django import forms
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from monitoring.hooks import firing_alerts
 from oversight import actions
-from oversight.models import OversightRequest, Source, Status
+from oversight.models import FINAL_STATUSES, OversightRequest, Source, Status
 from oversight.roles import MANAGERS, OPERATORS, has_role, role_required
-from oversight.serializers import request_dict
+from oversight.serializers import iso, request_dict
 
 OUTCOMES = {"approve": Status.APPROVED, "reject": Status.REJECTED}
 
 
 def _wants_json(request: HttpRequest) -> bool:
     return "application/json" in request.headers.get("Accept", "")
+
+
+# Preset reasons offered when rejecting; the operator may write their own instead.
+REJECT_REASONS = (
+    "Memory pressure too high right now",
+    "Delegation too deep",
+    "Circular references: fix before retrying",
+    "Not expected for this agent",
+    "Payload looks wrong",
+)
+HISTORY_PAGE_SIZE = 50
+# Payloads longer than this (formatted) start collapsed on the request page.
+PAYLOAD_COLLAPSE_CHARS = 2000
+MEMORY_WINDOW = timedelta(minutes=10)
 
 
 @require_GET
@@ -30,7 +51,17 @@ def queue(request: HttpRequest):
         .filter(status=Status.PENDING, critical=True)
         .order_by("deadline")
     )
-    return render(request, "queue.html", {"pending": [request_dict(r) for r in pending]})
+    resources = [request_dict(r) for r in pending]
+    return render(
+        request,
+        "queue.html",
+        {
+            "pending": resources,
+            "reject_reasons": REJECT_REASONS,
+            "alerts": firing_alerts(),
+            "server_now": iso(timezone.now()),
+        },
+    )
 
 
 @require_GET
@@ -41,22 +72,127 @@ def request_page(request: HttpRequest, request_id):
     except OversightRequest.DoesNotExist:
         raise Http404("No such request.") from None
     req = actions.apply_timeout_if_due(req)
+    payload = json.dumps(req.payload, indent=2, sort_keys=True, ensure_ascii=False)
     return render(
         request,
         "request.html",
-        {"req": req, "resource": request_dict(req), "events": list(req.events.all())},
+        {
+            "req": req,
+            "resource": request_dict(req),
+            "payload_text": payload,
+            "payload_collapsed": len(payload) > PAYLOAD_COLLAPSE_CHARS,
+            "metrics": sorted(req.metrics.items()),
+            "events": list(req.events.all()),
+            "memory": _agent_memory(req),
+            "can_decide": req.status == Status.PENDING and has_role(request.user, OPERATORS),
+            "reject_reasons": REJECT_REASONS,
+            "server_now": iso(timezone.now()),
+        },
     )
+
+
+def _agent_memory(req: OversightRequest) -> list:
+    """The agent's pushed process samples around the time of the request (newest first)."""
+    from monitoring.models import AgentSample
+
+    return list(
+        AgentSample.objects.filter(
+            agent=req.agent, at__gte=req.created_at - MEMORY_WINDOW, at__lte=req.created_at + MEMORY_WINDOW
+        )
+        .order_by("-at")
+        .values("at", "host", "process", "pid", "rss_bytes", "cycles_found")[:20]
+    )
+
+
+# --- History -------------------------------------------------------------------------
+
+
+class HistoryFilters(forms.Form):
+    """The history page's filters; every field optional, bad values ignored with a message."""
+
+    status = forms.ChoiceField(required=False, choices=[("", "Any"), *((s, s) for s in FINAL_STATUSES)])
+    source = forms.ChoiceField(required=False, choices=[("", "Any"), *Source.choices])
+    operation = forms.CharField(required=False, max_length=64)
+    agent = forms.CharField(required=False, max_length=100)
+    decided_by = forms.CharField(required=False, max_length=150, label="Decided by")
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    q = forms.CharField(required=False, max_length=200, label="Summary contains")
 
 
 @require_GET
 @role_required(OPERATORS, MANAGERS)
 def history(request: HttpRequest):
-    decided = (
-        OversightRequest.objects.select_related("agent")
-        .exclude(status=Status.PENDING)
-        .order_by("-decided_at", "-id")[:50]
+    form = HistoryFilters(request.GET)
+    form.is_valid()  # an invalid field is dropped from cleaned_data and shown as an error
+    rows = _decided(form.cleaned_data)
+    cursor = _decode_history_cursor(request.GET.get("after", ""))
+    if cursor is not None:
+        at, last_id = cursor
+        # Keyset pagination on the (decided_at DESC, id DESC) index: each page
+        # costs the same at row one million as at row one.
+        rows = rows.filter(Q(decided_at__lt=at) | Q(decided_at=at, id__lt=last_id))
+    page = list(rows[: HISTORY_PAGE_SIZE + 1])
+    more = len(page) > HISTORY_PAGE_SIZE
+    page = page[:HISTORY_PAGE_SIZE]
+    query = request.GET.copy()
+    query.pop("after", None)
+    first_query = query.urlencode() if cursor is not None else None
+    next_query = None
+    if more:
+        query["after"] = _encode_history_cursor(page[-1])
+        next_query = query.urlencode()
+    return render(
+        request,
+        "history.html",
+        {"form": form, "requests": page, "next_query": next_query, "first_query": first_query},
     )
-    return render(request, "history.html", {"requests": decided})
+
+
+def _decided(filters: dict):
+    rows = (
+        OversightRequest.objects.select_related("agent")
+        .filter(status__in=FINAL_STATUSES, decided_at__isnull=False)
+        .order_by("-decided_at", "-id")
+    )
+    exact = {
+        "status": "status",
+        "source": "decision_source",
+        "operation": "operation",
+        "agent": "agent__name",
+        "decided_by": "decided_by",
+    }
+    for field, lookup in exact.items():
+        if filters.get(field):
+            rows = rows.filter(**{lookup: filters[field]})
+    if filters.get("since"):
+        rows = rows.filter(decided_at__gte=_day_start(filters["since"]))
+    if filters.get("until"):
+        rows = rows.filter(decided_at__lt=_day_start(filters["until"]) + timedelta(days=1))
+    if filters.get("q"):
+        rows = rows.filter(summary__icontains=filters["q"])
+    return rows
+
+
+def _day_start(day) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _encode_history_cursor(req: OversightRequest) -> str:
+    return f"{iso(req.decided_at)}_{req.id}"
+
+
+def _decode_history_cursor(raw: str):
+    """`<decided_at>_<id>`, or None (a tampered cursor just starts from the top)."""
+    at_text, _, id_text = raw.partition("_")
+    at = parse_datetime(at_text) if at_text else None
+    try:
+        last_id = uuid.UUID(id_text)
+    except ValueError:
+        return None
+    if at is None or at.tzinfo is None:
+        return None
+    return at, last_id
 
 
 class DecideError(Exception):

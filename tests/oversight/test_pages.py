@@ -1,0 +1,223 @@
+"""The operators' and managers' pages: who may open them, and what they show."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from oversight import actions
+from oversight.models import OversightRequest, Source, Status
+
+PAGES_FOR_OPERATORS = ["/queue/"]
+PAGES_FOR_BOTH = ["/history/", "/requests/{id}/"]
+
+
+def submit(agent, summary="Delegate the scrape", *, critical=True, **fields) -> OversightRequest:
+    metrics = {"memory_pressure": 93.5 if critical else 10.0, "delegation_depth": 1}
+    submission = actions.Submission(
+        operation=fields.pop("operation", "delegate"), summary=summary, payload=fields.pop("payload", {}),
+        metrics=metrics, **fields,
+    )
+    req, _ = actions.do_submit(agent.agent, submission)
+    return req
+
+
+@pytest.fixture
+def pending(agent):
+    return submit(agent)
+
+
+def pages(req) -> list[str]:
+    return [p.format(id=req.id) for p in PAGES_FOR_OPERATORS + PAGES_FOR_BOTH]
+
+
+def test_it_sends_anonymous_people_to_the_login_page(client, pending):
+    for page in pages(pending):
+        response = client.get(page)
+        assert response.status_code == 302, page
+        assert response["Location"].startswith("/login/?next=")
+
+
+def test_it_never_opens_a_page_for_an_agent_key(client, agent, pending):
+    for page in pages(pending):
+        response = client.get(page, headers=agent.headers)
+        assert response.status_code == 302, page
+        assert response["Location"].startswith("/login/")
+
+
+def test_it_refuses_people_without_a_role(client, outsider, pending):
+    client.force_login(outsider)
+    for page in pages(pending):
+        assert client.get(page).status_code == 403, page
+
+
+def test_it_lets_operators_open_every_page(client, operator, pending):
+    client.force_login(operator)
+    for page in pages(pending):
+        assert client.get(page).status_code == 200, page
+
+
+def test_it_keeps_the_queue_for_operators_but_shows_managers_requests_and_history(client, manager, pending):
+    client.force_login(manager)
+    assert client.get("/queue/").status_code == 403
+    for page in PAGES_FOR_BOTH:
+        assert client.get(page.format(id=pending.id)).status_code == 200, page
+
+
+def test_it_redirects_the_root_to_the_queue(client):
+    assert client.get("/")["Location"] == "/queue/"
+
+
+def test_it_signs_in_and_out_with_the_login_form(client, operator):
+    response = client.post("/login/", {"username": "olivia", "password": "correct horse battery", "next": "/queue/"})
+    assert response.status_code == 302 and response["Location"] == "/queue/"
+    assert client.get("/queue/").status_code == 200
+    client.post("/logout/")
+    assert client.get("/queue/").status_code == 302
+
+
+def test_it_tells_a_wrong_password_without_signing_in(client, operator):
+    response = client.post("/login/", {"username": "olivia", "password": "wrong"})
+    assert response.status_code == 200
+    assert b"didn't match" in response.content
+
+
+def test_it_lists_critical_pending_requests_soonest_deadline_first(client, operator, agent):
+    late = submit(agent, "later one")
+    soon = submit(agent, "sooner one", timeout_seconds=60)
+    submit(agent, "not critical", critical=False)
+    client.force_login(operator)
+    html = client.get("/queue/").content.decode()
+    assert html.index(str(soon.id)) < html.index(str(late.id))
+    assert "not critical" not in html
+    assert "memory_pressure 93.5 &gt; 80" in html
+
+
+def test_it_escapes_agent_text_everywhere(client, operator, agent):
+    hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    req = submit(agent, hostile, payload={"html": hostile}, operation="x<b>")
+    client.force_login(operator)
+    for page in ("/queue/", f"/requests/{req.id}/"):
+        html = client.get(page).content.decode()
+        assert "<script>alert" not in html and "<img src=x" not in html and "x<b>" not in html
+        assert "&lt;script&gt;alert(" in html
+
+
+def test_it_shows_everything_about_a_request(client, operator, agent):
+    req = submit(agent, "Look at me", payload={"url": "https://example.org", "depth": 5})
+    actions.do_decide(req.id, outcome=Status.REJECTED, source=Source.OPERATOR, by="oscar", reason="Too deep")
+    client.force_login(operator)
+    html = client.get(f"/requests/{req.id}/").content.decode()
+    for text in ("Look at me", "&quot;depth&quot;: 5", "memory_pressure", "93.5", "version 1", "Too deep", "oscar",
+                 "Submitted", "Evaluated", "Decided"):
+        assert text in html, text
+    assert 'class="decide approve-form"' not in html  # decided: nothing left to decide
+
+
+def test_it_collapses_large_payloads(client, operator, agent):
+    req = submit(agent, payload={"blob": "x" * 5000})
+    client.force_login(operator)
+    html = client.get(f"/requests/{req.id}/").content.decode()
+    assert re.search(r"<details><summary>Show the payload \(\d+ characters\)</summary>", html)
+
+
+def test_it_offers_managers_no_decision(client, manager, pending):
+    client.force_login(manager)
+    html = client.get(f"/requests/{pending.id}/").content.decode()
+    assert "approve-form" not in html
+
+
+def test_it_applies_a_passed_deadline_when_the_page_is_read(client, operator, agent, time_machine):
+    req = submit(agent, timeout_seconds=5)
+    time_machine.move_to(timezone.now() + timedelta(seconds=6))
+    client.force_login(operator)
+    assert "timeout" in client.get(f"/requests/{req.id}/").content.decode()
+    req.refresh_from_db()
+    assert req.status == Status.APPROVED and req.decision_source == Source.TIMEOUT
+
+
+def test_it_answers_404_for_an_unknown_request(client, operator):
+    client.force_login(operator)
+    assert client.get("/requests/00000000-0000-0000-0000-000000000000/").status_code == 404
+    assert client.get("/requests/not-a-uuid/").status_code == 404
+
+
+# --- History --------------------------------------------------------------------------
+
+
+def decided(agent, summary, *, outcome=Status.APPROVED, by="olivia", operation="delegate"):
+    req = submit(agent, summary, operation=operation)
+    return actions.do_decide(req.id, outcome=outcome, source=Source.OPERATOR, by=by, reason="because")
+
+
+def history(client, **params) -> str:
+    return client.get("/history/", params).content.decode()
+
+
+def test_it_lists_decisions_newest_first_without_pending_ones(client, operator, agent, pending):
+    first = decided(agent, "first decided")
+    second = decided(agent, "second decided")
+    client.force_login(operator)
+    html = history(client)
+    assert html.index(str(second.id)) < html.index(str(first.id))
+    assert str(pending.id) not in html
+
+
+def test_it_filters_history(client, operator, agent, other_agent):
+    approved = decided(agent, "alpha scrape")
+    rejected = decided(agent, "beta scrape", outcome=Status.REJECTED, by="oscar", operation="write")
+    by_other = decided(other_agent, "gamma write")
+    policy_approved = submit(agent, "delta quiet", critical=False)
+    client.force_login(operator)
+    cases = {
+        "status=rejected": {rejected},
+        "source=policy": {policy_approved},
+        "decided_by=oscar": {rejected},
+        "operation=write": {rejected},
+        "agent=writer-2": {by_other},
+        "q=SCRAPE": {approved, rejected},
+    }
+    everything = {approved, rejected, by_other, policy_approved}
+    for query, expected in cases.items():
+        html = client.get(f"/history/?{query}").content.decode()
+        shown = {r for r in everything if str(r.id) in html}
+        assert shown == expected, query
+
+
+def test_it_filters_history_by_date(client, operator, agent, time_machine):
+    time_machine.move_to("2026-03-01T12:00:00Z")
+    march = decided(agent, "in march")
+    time_machine.move_to("2026-04-02T12:00:00Z")
+    april = decided(agent, "in april")
+    client.force_login(operator)
+    html = history(client, since="2026-04-01", until="2026-04-30")
+    assert str(april.id) in html and str(march.id) not in html
+    html = history(client, until="2026-03-01")
+    assert str(march.id) in html and str(april.id) not in html
+
+
+def test_it_pages_history_with_a_cursor(client, operator, agent, monkeypatch):
+    monkeypatch.setattr("oversight.views.HISTORY_PAGE_SIZE", 2)
+    made = [decided(agent, f"number {i}") for i in range(5)]
+    client.force_login(operator)
+    seen = []
+    url = "/history/?status=approved"
+    while url:
+        html = client.get(url).content.decode()
+        seen += sorted((r.id for r in made if str(r.id) in html), key=lambda i: html.index(str(i)))
+        found = re.search(r'href="\?([^"]+)" rel="next"', html)
+        url = "/history/?" + found.group(1).replace("&amp;", "&") if found else None
+        assert url is None or "status=approved" in url
+    assert seen == [r.id for r in reversed(made)]
+
+
+def test_it_ignores_bad_filters_and_cursors(client, operator, agent):
+    kept = decided(agent, "still here")
+    client.force_login(operator)
+    for query in ("after=garbage", "after=2026-01-01T00:00:00Z_nope", "since=yesterday", "status=bogus", "after=_"):
+        response = client.get(f"/history/?{query}")
+        assert response.status_code == 200, query
+        assert str(kept.id) in response.content.decode(), query
