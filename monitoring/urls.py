@@ -1,3 +1,14 @@
-"""Monitoring pages and /metrics (filled by the monitoring module)."""
+"""Monitoring pages, their JSON, the acknowledge POST, and /metrics (served by the lean API handler)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from monitoring import metrics, views
+
+urlpatterns = [
+    path("metrics", metrics.metrics, name="metrics"),
+    path("monitoring/", views.monitoring_page, name="monitoring"),
+    path("monitoring/series.json", views.host_series, name="monitoring-host-series"),
+    path("monitoring/process.json", views.process_series, name="monitoring-process-series"),
+    path("monitoring/leaks.json", views.leaks_json, name="monitoring-leaks"),
+    path("monitoring/alerts/<int:alert_id>/acknowledge", views.acknowledge, name="monitoring-acknowledge"),
+]
