@@ -169,7 +169,7 @@ def suggestion(dist: Distribution, current: float) -> dict | None:
     )
     text += f"; {rejected} rejected ones would have been approved automatically." if rejected else "."
     return {
-        "operation": dist.operation, "rule": dist.rule, "current": current, "threshold": threshold,
+        "operation": dist.operation, "rule": dist.rule, "current": _number(current), "threshold": _number(threshold),
         "approved": approved, "rejected": rejected, "timeouts": timeouts, "approve_share": round(share, 4),
         "saved": saved, "text": text,
     }

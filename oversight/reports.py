@@ -469,3 +469,176 @@ def store_snapshot(month: date, *, now: datetime | None = None) -> tuple[Monthly
     )
     return review_row, created
 
+
+
+# --- Presentation: the same figures for the page, the terminal and CSV ----------------------
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds as a short human duration: 45.2s, 3m 05s, 2h 10m."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours_, minutes = divmod(minutes, 60)
+    return f"{hours_}h {minutes:02d}m"
+
+
+def _change(value, kind: str) -> str:
+    if value is None:
+        return ""
+    sign = "+" if value > 0 else ""
+    if kind == "share":
+        return f"{sign}{value * 100:.1f} pts"
+    if kind == "seconds":
+        return f"{sign}{value:.1f}s"
+    return f"{sign}{value:g}"
+
+
+# (key, label, kind): the headline cards, in order.
+CARDS = (
+    ("requests", "Requests", "count"),
+    ("critical_share", "Needed a human (critical share)", "share"),
+    ("trusted_bypasses", "Trusted-agent bypasses", "count"),
+    ("policy_approved", "Approved by policy", "count"),
+    ("operator_approved", "Approved by operators", "count"),
+    ("operator_rejected", "Rejected by operators", "count"),
+    ("timeout_approved", "Timed out → approved", "count"),
+    ("timeout_rejected", "Timed out → rejected", "count"),
+    ("cancelled", "Cancelled by agents", "count"),
+    ("escalated", "Escalated", "count"),
+    ("ttd_p50", "Time to decision p50", "seconds"),
+    ("ttd_p90", "Time to decision p90", "seconds"),
+    ("ttd_p99", "Time to decision p99", "seconds"),
+    ("ttd_max", "Slowest decision", "seconds"),
+    ("decided_before_escalation_share", "Decided before escalation", "share"),
+    ("timed_out_share", "Timed out (no human look)", "share"),
+)
+
+
+def _show(value, kind: str) -> str:
+    if kind == "share":
+        return pct(value)
+    if kind == "seconds":
+        return duration(value)
+    return "—" if value is None else f"{value:,}"
+
+
+def cards(data: dict) -> list[dict]:
+    headline, changes_ = data["headline"], data.get("changes") or {}
+    out = []
+    for key, title, kind in CARDS:
+        change = changes_.get(key) or {}
+        out.append({"key": key, "label": title, "value": _show(headline.get(key), kind),
+                    "change": _change(change.get("delta"), kind),
+                    "previous": _show(change.get("previous"), kind) if change.get("previous") is not None else ""})
+    return out
+
+
+GROUP_COLUMNS = ("Requests", "Critical", "Critical share", "Bypasses", "Policy", "Op. approved", "Op. rejected",
+                 "Timeouts", "Cancelled", "Escalated", "TTD p50")
+
+
+def _group_row(row: dict) -> list[str]:
+    return [row["name"], f"{row['requests']:,}", f"{row['critical']:,}", pct(row["critical_share"]),
+            f"{row['trusted_bypasses']:,}", f"{row['policy_approved']:,}", f"{row['operator_approved']:,}",
+            f"{row['operator_rejected']:,}", f"{row['timeouts']:,}", f"{row['cancelled']:,}",
+            f"{row['escalated']:,}", duration(row.get("ttd_p50"))]
+
+
+def tables(data: dict) -> list[dict]:
+    """The review's tables as display strings: {title, columns, rows}."""
+    rules = data["by_rule"]
+    out = [
+        {"title": "Per operation", "columns": ("Operation", *GROUP_COLUMNS),
+         "rows": [_group_row(r) for r in data["by_operation"]]},
+        {"title": "Per agent", "columns": ("Agent", *GROUP_COLUMNS), "rows": [_group_row(r) for r in data["by_agent"]]},
+        {"title": "Rules alone and in combination", "columns": ("Rules fired", *GROUP_COLUMNS),
+         "rows": [_group_row({**r, "ttd_p50": None}) for r in rules["combinations"]]},
+        {"title": "Each rule, whatever fired with it", "columns": ("Rule", "Requests", "Share of critical"),
+         "rows": [[r["name"], f"{r['requests']:,}", pct(r["share_of_critical"])] for r in rules["rules"]]},
+        {"title": "Operators", "columns": ("Operator", "Decisions", "Approved", "Rejected", "Approve share", "Median time"),
+         "rows": [[r["name"], f"{r['decisions']:,}", f"{r['approved']:,}", f"{r['rejected']:,}",
+                   pct(r["approve_share"]), duration(r["ttd_p50"])] for r in data["operators"]]},
+        {"title": "Reject reasons", "columns": ("Reason", "Times", "Preset"),
+         "rows": [[r["reason"], f"{r['count']:,}", "yes" if r["preset"] else ""] for r in data["reject_reasons"]]},
+    ]
+    out.append(_memory_table(data["memory"]))
+    return out
+
+
+NOT_MEASURED = "not measured"
+
+
+def _memory_table(memory: dict) -> dict:
+    rows = []
+    if memory.get("alerts_measured"):
+        alerts = memory["alerts"]
+        rows += [["Warning alerts raised", f"{alerts['warning']:,}"], ["Critical alerts raised", f"{alerts['critical']:,}"]]
+        for host in memory["hosts"]:
+            rows.append([f"{host['host']}: time above warning", duration(host["warning_seconds"])])
+            rows.append([f"{host['host']}: time above critical", duration(host["critical_seconds"])])
+    else:
+        rows.append(["Memory alerts", NOT_MEASURED])
+    if memory.get("leaks_measured"):
+        rows.append(["Leak suspects (processes)", f"{memory['leak_suspects']:,}"])
+        for leak in memory["leaks"]:
+            growth = f"{leak['slope_bytes_per_hour'] / 2**20:,.1f} MiB/h"
+            rows.append([f"  {leak['host']} {leak['process']} (pid {leak['pid']})", growth])
+    else:
+        rows.append(["Leak suspects", NOT_MEASURED])
+    return {"title": "Memory", "columns": ("Figure", "Value"), "rows": rows}
+
+
+def csv_rows(data: dict):
+    """Long format, one figure a line: section, name, metric, value (raw numbers; empty = none)."""
+    yield ("section", "name", "metric", "value")
+    yield ("period", data.get("month", ""), "start", data["start"])
+    yield ("period", data.get("month", ""), "end", data["end"])
+    yield ("period", data.get("month", ""), "snapshot_at", data.get("snapshot_at") or "")
+    for key in HEADLINE_KEYS:
+        yield ("headline", "", key, _raw(data["headline"].get(key)))
+        change = (data.get("changes") or {}).get(key) or {}
+        yield ("headline_change", "", key, _raw(change.get("delta")))
+    for section, rows in (("operation", data["by_operation"]), ("agent", data["by_agent"]),
+                          ("rule_combination", data["by_rule"]["combinations"]), ("rule", data["by_rule"]["rules"]),
+                          ("operator", data["operators"])):
+        for row in rows:
+            for metric, value in row.items():
+                if metric != "name":
+                    yield (section, row["name"], metric, _raw(value))
+    for row in data["reject_reasons"]:
+        yield ("reject_reason", row["reason"], "count", row["count"])
+    for row in data["ttd_histogram"]:
+        yield ("ttd_histogram", "" if row["le"] is None else f"<= {row['le']}s", "count", row["count"])
+    for row in data["daily"]:
+        for metric, value in row.items():
+            if metric != "day":
+                yield ("daily", row["day"], metric, value)
+    yield from _memory_csv(data["memory"])
+
+
+def _memory_csv(memory: dict):
+    if not memory.get("alerts_measured"):
+        yield ("memory", "", "alerts", NOT_MEASURED)
+    else:
+        for severity, n in memory["alerts"].items():
+            yield ("memory", "", f"{severity}_alerts", n)
+        for host in memory["hosts"]:
+            yield ("memory_host", host["host"], "warning_seconds", host["warning_seconds"])
+            yield ("memory_host", host["host"], "critical_seconds", host["critical_seconds"])
+    if not memory.get("leaks_measured"):
+        yield ("memory", "", "leak_suspects", NOT_MEASURED)
+    else:
+        yield ("memory", "", "leak_suspects", memory["leak_suspects"])
+
+
+def _raw(value):
+    return "" if value is None else value

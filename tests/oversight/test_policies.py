@@ -1,0 +1,110 @@
+"""/policies/: list, versions with diffs and counts, validated edits, applying a suggestion."""
+
+from __future__ import annotations
+
+import pytest
+
+from oversight.models import AuditEvent, Policy
+from oversight.policy import current_policy, ensure_default_policy
+from tests.conftest import make_agent
+from tests.oversight.report_helpers import at, make_request
+
+pytestmark = pytest.mark.django_db
+
+GOOD = {
+    "memory_pressure": "85", "delegation_depth": "5", "circular_refs": "", "timeout_seconds": "120",
+    "timeout_action": "reject", "escalate_after": "0.25", "trusted_agents": "scraper-7\nwriter-2",
+    "escalation_contacts": "ops@example.org", "note": "Fewer reviews for scraping",
+}
+
+
+@pytest.fixture
+def signed_manager(client, manager):
+    ensure_default_policy()
+    client.force_login(manager)
+    return client
+
+
+@pytest.mark.parametrize("method,path", [
+    ("get", "/policies/"), ("get", "/policies/web_scrape/"), ("post", "/policies/web_scrape/"),
+    ("post", "/policies/web_scrape/apply"),
+])
+def test_only_managers_reach_policies(client, operator, outsider, method, path):
+    assert getattr(client, method)(path).status_code == 302  # anonymous: log in first
+    for user in (operator, outsider):
+        client.force_login(user)
+        assert getattr(client, method)(path, GOOD if method == "post" else None).status_code == 403
+    assert Policy.objects.filter(operation="web_scrape").count() == 0
+
+
+def test_the_list_shows_current_policies_and_how_many_requests_they_evaluated(signed_manager):
+    agent = make_agent("scraper-7").agent
+    make_request(agent, at("2026-11-03 10:00"))
+    make_request(agent, at("2026-11-03 10:00"))
+    page = signed_manager.get("/policies/").content.decode()
+    assert 'href="/policies/%2A/"' in page and "<td>2</td>" in page
+
+
+def test_an_edit_of_a_new_operation_starts_from_the_default_policy(signed_manager, manager):
+    from oversight.actions import do_change_policy
+
+    do_change_policy("*", {"timeout_seconds": 900}, by="maria")
+    response = signed_manager.post("/policies/web_scrape/", GOOD | {"timeout_seconds": "900"})
+    assert response.status_code == 302 and response["Location"] == "/policies/web_scrape/"
+    policy = current_policy("web_scrape")
+    assert (policy.operation, policy.version, policy.created_by) == ("web_scrape", 1, manager.username)
+    assert (policy.memory_pressure, policy.delegation_depth, policy.circular_refs) == (85.0, 5, None)
+    assert (policy.timeout_seconds, policy.timeout_action, policy.escalate_after) == (900, "reject", 0.25)
+    assert policy.trusted_agents == ["scraper-7", "writer-2"] and policy.note == "Fewer reviews for scraping"
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.POLICY_CHANGED, policy=policy, actor="maria").exists()
+
+
+def test_versions_show_their_diff_and_nothing_changed_writes_no_version(signed_manager):
+    signed_manager.post("/policies/web_scrape/", GOOD)
+    signed_manager.post("/policies/web_scrape/", GOOD | {"delegation_depth": "6", "trusted_agents": "scraper-7"})
+    signed_manager.post("/policies/web_scrape/", GOOD | {"delegation_depth": "6", "trusted_agents": "scraper-7"})
+    assert list(Policy.objects.filter(operation="web_scrape").values_list("version", flat=True).order_by("version")) == [1, 2]
+    page = signed_manager.get("/policies/web_scrape/").content.decode()
+    assert "<code>delegation_depth</code>: 5 → 6" in page
+    assert "<code>trusted_agents</code>: scraper-7, writer-2 → scraper-7" in page
+    assert "first version" in page
+
+
+@pytest.mark.parametrize("field,value", [
+    ("memory_pressure", "101"), ("memory_pressure", "-1"), ("memory_pressure", "nan"), ("memory_pressure", "hot"),
+    ("delegation_depth", "-1"), ("delegation_depth", "2.5"), ("circular_refs", "x"),
+    ("timeout_seconds", "0"), ("timeout_seconds", ""), ("timeout_seconds", "99999999"),
+    ("timeout_action", "ignore"), ("escalate_after", "1"), ("escalate_after", "0"), ("escalate_after", "1.5"),
+    ("trusted_agents", "ok\nbad\x00name"), ("trusted_agents", "x" * 101), ("escalation_contacts", "a b"), ("note", "x" * 301),
+])
+def test_it_refuses_invalid_settings_and_says_why(signed_manager, field, value):
+    response = signed_manager.post("/policies/web_scrape/", GOOD | {field: value})
+    assert response.status_code == 400
+    assert 'class="error"' in response.content.decode()
+    assert not Policy.objects.filter(operation="web_scrape").exists()
+
+
+def test_an_unknown_operation_name_is_a_404(signed_manager):
+    assert signed_manager.get("/policies/Not%20An%20Op/").status_code == 404
+    assert signed_manager.get("/policies/?operation=BAD NAME").status_code == 400
+    assert signed_manager.get("/policies/?operation=web_scrape")["Location"] == "/policies/web_scrape/"
+
+
+def test_applying_a_suggestion_writes_one_audited_version(signed_manager):
+    response = signed_manager.post("/policies/web_scrape/apply", {"rule": "delegation_depth", "threshold": "5",
+                                                                   "month": "2026-11"})
+    assert response.status_code == 302
+    policy = current_policy("web_scrape")
+    assert (policy.version, policy.delegation_depth, policy.memory_pressure) == (1, 5, 80.0)
+    assert policy.note == "Applied a review suggestion: delegation_depth 4 → 5. (review 2026-11)"
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.POLICY_CHANGED, policy=policy)
+    assert event.data["changes"]["delegation_depth"] == [4, 5]
+
+
+@pytest.mark.parametrize("data", [
+    {"rule": "always", "threshold": "1"}, {"rule": "delegation_depth", "threshold": "-2"},
+    {"rule": "memory_pressure", "threshold": "250"}, {"rule": "delegation_depth", "threshold": ""}, {},
+])
+def test_a_bad_suggestion_is_refused(signed_manager, data):
+    assert signed_manager.post("/policies/web_scrape/apply", data).status_code == 400
+    assert not Policy.objects.filter(operation="web_scrape").exists()
