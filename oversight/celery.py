@@ -30,6 +30,10 @@ def _schedule(sender, **kwargs) -> None:
 
     monitoring_schedule(sender)
 
+    from oversight.report_tasks import schedule as reports_schedule
+
+    reports_schedule(sender)
+
 
 @app.task(name="oversight.ping")
 def ping() -> str:
