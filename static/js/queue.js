@@ -29,7 +29,15 @@ function findRow(id) {
 }
 
 function newRow() {
-  return template.content.firstElementChild.cloneNode(true);
+  const row = template.content.firstElementChild.cloneNode(true);
+  noNativeValidation(row);
+  return row;
+}
+
+// The script checks the reason itself and says so in the row; the browser's own
+// bubble (kept for pages without the script) would stop the submit event first.
+function noNativeValidation(root) {
+  for (const form of root.querySelectorAll("form.decide")) form.noValidate = true;
 }
 
 // Writes a request resource into a row; agent text only ever as textContent.
@@ -316,6 +324,7 @@ function notify(request) {
 
 // --- Start ----------------------------------------------------------------------------
 
+noNativeValidation(queue);
 for (const row of rows()) tickRow(row);
 counted();
 setInterval(() => rows().forEach(tickRow), 1000);
