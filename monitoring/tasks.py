@@ -12,6 +12,7 @@ import logging
 
 from celery import shared_task
 from celery.schedules import crontab
+from kombu import Exchange
 from kombu.common import Broadcast
 
 log = logging.getLogger(__name__)
@@ -23,13 +24,20 @@ def broadcast_queue() -> Broadcast:
     return Broadcast(BROADCAST_QUEUE)
 
 
+def broadcast_options() -> dict:
+    """Send options for a broadcast. Celery does not declare a Broadcast's exchange
+    when sending, and kombu's Redis transport then takes an undeclared exchange
+    for a direct one: the message would sit in a list no worker reads."""
+    return {"queue": BROADCAST_QUEUE, "declare": [Exchange(BROADCAST_QUEUE, type="fanout")]}
+
+
 def schedule(app) -> None:
     """Add monitoring's periodic tasks to the beat (called from oversight.celery)."""
     from django.conf import settings
 
     every = settings.MONITORING_SAMPLE_SECONDS
     app.add_periodic_task(
-        every, app.signature("monitoring.collect", expires=every, queue=BROADCAST_QUEUE), name="monitoring collect"
+        every, app.signature("monitoring.collect", expires=every, **broadcast_options()), name="monitoring collect"
     )
     rollup = settings.MONITORING_ROLLUP_SECONDS
     app.add_periodic_task(rollup, app.signature("monitoring.rollup", expires=rollup), name="monitoring rollup")
