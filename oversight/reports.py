@@ -355,7 +355,13 @@ def _alert_figures(alert, start: datetime, end: datetime, now: datetime) -> dict
 
 
 def _leak_figures(leak, start: datetime, end: datetime) -> dict:
-    found = leak.objects.filter(detected_at__gte=start, detected_at__lt=end)
+    found = leak.objects.filter(detected_at__lt=end)
+    # A finding is kept up to date while its trend lasts: a leak suspected last month
+    # and still seen this month is a suspect of this month too.
+    if any(f.name == "last_seen_at" for f in leak._meta.get_fields()):
+        found = found.filter(last_seen_at__gte=start)
+    else:
+        found = found.filter(detected_at__gte=start)
     processes = found.values("host", "pid", "process").annotate(
         slope=Max("slope_bytes_per_hour"), findings=Count("pk")
     )

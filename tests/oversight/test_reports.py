@@ -220,3 +220,53 @@ def test_month_arithmetic_crosses_years():
     assert reports.previous_month(date(2026, 1, 1)) == date(2025, 12, 1)
     assert reports.next_month(date(2026, 12, 1)) == date(2027, 1, 1)
     assert reports.month_bounds(date(2026, 12, 1))[1] == at("2027-01-01 00:00")
+
+
+def alert(host, severity, started, resolved=None, process=""):
+    from monitoring.models import Alert
+
+    start = at(started)
+    return Alert.objects.create(host=host, process=process, kind="pressure", severity=severity, value=91.0,
+                                threshold=90.0, peak=95.0, started_at=start, raised_at=start + timedelta(seconds=30),
+                                resolved_at=at(resolved) if resolved else None)
+
+
+def test_it_counts_alerts_and_time_in_each_state_clipped_to_the_month():
+    from monitoring.models import LeakFinding
+
+    alert("host-a", "warning", "2026-10-31 23:00", "2026-11-01 01:00")  # raised in October, 1 h in November
+    alert("host-a", "warning", "2026-11-10 09:50", "2026-11-10 10:40")
+    alert("host-a", "critical", "2026-11-10 10:00", "2026-11-10 10:30")
+    alert("host-b", "warning", "2026-11-30 23:00")  # still firing: counts up to the month's end
+    alert("host-a", "warning", "2026-11-05 08:00", "2026-11-05 09:00", process="scraper (pid 3)")
+    for host, detected, seen in (("host-a", "2026-11-03 10:00", "2026-11-03 12:00"),
+                                 ("host-a", "2026-11-04 10:00", "2026-11-05 10:00"),
+                                 ("host-b", "2026-10-20 10:00", "2026-11-02 10:00"),  # still rising in November
+                                 ("host-c", "2026-10-20 10:00", "2026-10-30 10:00"),  # over before November
+                                 ("host-a", "2026-12-02 10:00", "2026-12-02 10:00")):
+        LeakFinding.objects.create(host=host, pid=3, process="scraper", slope_bytes_per_hour=2**20,
+                                   detected_at=at(detected), last_seen_at=at(seen), confidence=0.99)
+    memory = nov()["memory"]
+    assert memory["alerts_measured"] and memory["leaks_measured"]
+    assert memory["alerts"] == {"warning": 3, "critical": 1}
+    hosts = {h["host"]: h for h in memory["hosts"]}
+    assert (hosts["host-a"]["warning_seconds"], hosts["host-a"]["critical_seconds"]) == (6600.0, 1800.0)
+    assert (hosts["host-b"]["warning_seconds"], hosts["host-b"]["critical_seconds"]) == (3600.0, 0.0)
+    days = {d["day"]: d for d in memory["alerts_per_day"]}
+    assert (days["2026-11-10"]["warning"], days["2026-11-10"]["critical"]) == (1, 1)
+    assert memory["leak_suspects"] == 2
+    assert {(leak["host"], leak["findings"]) for leak in memory["leaks"]} == {("host-a", 2), ("host-b", 1)}
+
+
+def test_an_alert_still_firing_counts_up_to_now_in_the_current_month():
+    alert("host-a", "critical", "2026-11-10 10:00")
+    memory = reports.month_figures(NOV, now=at("2026-11-10 10:15"))["memory"]
+    assert memory["hosts"][0]["critical_seconds"] == 900.0
+
+
+def test_without_monitoring_models_memory_is_not_measured_never_zero(monkeypatch):
+    monkeypatch.setattr(reports, "_model", lambda app_label, name: None)
+    data = nov()
+    assert data["memory"] == {"alerts_measured": False, "leaks_measured": False}
+    memory_rows = next(t for t in reports.tables(data) if t["title"] == "Memory")["rows"]
+    assert memory_rows == [["Memory alerts", "not measured"], ["Leak suspects", "not measured"]]
