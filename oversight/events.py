@@ -3,14 +3,24 @@
 Two kinds of listener get them through the channel layer: browsers on
 ``/ws/feed/`` (group ``feed``) and agents long-polling one request (group
 ``request.<id>``). A rolled-back change sends nothing.
+
+Sending never holds up the request or task that caused it: events go onto a
+queue that one background thread per process drains in order, on an event loop
+of its own, into the channel layer. A push is a notification, not the record —
+the database is — so a browser that missed one gets the truth from its next
+snapshot, and a long-polling agent re-reads the request when its wait ends.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
+import os
+import threading
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 log = logging.getLogger(__name__)
@@ -37,12 +47,84 @@ def _send(groups: tuple[str, ...], message: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    try:
-        async_to_sync(_group_send_all)(layer, groups, message)
-    except Exception:  # a live push must never undo or fail a committed change
-        log.exception("Could not send %s to %s", message["event"]["type"], groups)
+    if isinstance(layer, InMemoryChannelLayer):
+        # One process, no Redis (a shell, a command): the in-memory layer's queues
+        # belong to the caller's loop, so deliver in line.
+        try:
+            async_to_sync(_group_send_all)(layer, groups, message)
+        except Exception:
+            log.exception("Could not send %s", message["event"]["type"])
+        return
+    _sender().put(layer, groups, message)
 
 
 async def _group_send_all(layer, groups, message) -> None:
     for group in groups:
         await layer.group_send(group, message)
+
+
+class _Sender:
+    """A daemon thread with an event loop; sends queued events one after another, in order."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.queue: asyncio.Queue | None = None
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), name="oversight-events", daemon=True)
+        self.thread.start()
+        ready.wait()
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.queue = asyncio.Queue()
+        self.loop.call_soon(ready.set)
+        self.loop.run_until_complete(self._drain())
+
+    async def _drain(self) -> None:
+        while True:
+            layer, groups, message = await self.queue.get()
+            try:
+                await _group_send_all(layer, groups, message)
+            except Exception:  # a live push must never undo or fail a committed change
+                log.exception("Could not send %s to %s", message["event"]["type"], groups)
+            finally:
+                self.queue.task_done()
+
+    def put(self, layer, groups, message) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (layer, groups, message))
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued so far is sent (tests, and at exit)."""
+        if not self.thread.is_alive():
+            return False
+        future = asyncio.run_coroutine_threadsafe(self.queue.join(), self.loop)
+        try:
+            future.result(timeout)
+            return True
+        except Exception:
+            return False
+
+
+_state: dict = {"sender": None, "pid": None}
+_lock = threading.Lock()
+
+
+def _sender() -> _Sender:
+    # One per process: a Celery pool process forked after the parent made one
+    # gets its own (threads do not survive fork).
+    with _lock:
+        if _state["sender"] is None or _state["pid"] != os.getpid():
+            _state["sender"] = _Sender()
+            _state["pid"] = os.getpid()
+        return _state["sender"]
+
+
+def flush_events(timeout: float = 5.0) -> bool:
+    """Block until every event queued by this process so far has been handed to the channel layer."""
+    sender = _state["sender"]
+    if sender is None or _state["pid"] != os.getpid():
+        return True
+    return sender.flush(timeout)
+
+
+atexit.register(flush_events, 2.0)

@@ -240,6 +240,8 @@ OVERSIGHT_SWEEP_SECONDS = env_float("OVERSIGHT_SWEEP_SECONDS", 1.0, minimum=0.1)
 OVERSIGHT_CALLBACK_MAX_SECONDS = env_int("OVERSIGHT_CALLBACK_MAX_SECONDS", 3600, minimum=1)
 OVERSIGHT_CALLBACK_ALLOWED_HOSTS = env_list("OVERSIGHT_CALLBACK_ALLOWED_HOSTS", [])
 OVERSIGHT_CALLBACK_TIMEOUT = env_float("OVERSIGHT_CALLBACK_TIMEOUT", 5.0, minimum=0.1)
+# bench/api.py's baseline endpoint (/api/bench/insert); never on in production.
+OVERSIGHT_BENCH = env_bool("OVERSIGHT_BENCH", False)
 # /metrics: open by default; a token, when set, is required as a bearer token.
 OVERSIGHT_METRICS_TOKEN = env_str("OVERSIGHT_METRICS_TOKEN")
 

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
@@ -13,6 +14,11 @@ api_patterns = [
     re_path(r"^api/v1/metrics/?$", api.push_metrics, name="api-metrics"),
     re_path(r"^api/v1/openapi\.json$", api.openapi, name="api-openapi"),
 ]
+
+if settings.OVERSIGHT_BENCH:
+    from oversight.api.bench import insert_one
+
+    api_patterns.append(path("api/bench/insert", insert_one))
 
 urlpatterns = [
     *api_patterns,

@@ -20,7 +20,8 @@ from datetime import datetime
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, close_old_connections
 from django.http import HttpRequest, JsonResponse
@@ -101,12 +102,8 @@ def authenticate(request: HttpRequest) -> ApiKey:
 def _rate_limit(key: ApiKey) -> None:
     limit = settings.OVERSIGHT_RATE_LIMIT_PER_MINUTE
     now = time.time()
-    window = int(now // 60)
-    cache_key = f"rl:{key.agent_id}:{window}"
     try:
-        if cache.add(cache_key, 1, timeout=70):
-            return
-        count = cache.incr(cache_key)
+        count = _count_this_minute(f"rl:{key.agent_id}:{int(now // 60)}")
     except Exception:  # the limiter failing must not stop agents asking
         log.warning("Rate limiter unavailable; request allowed", exc_info=True)
         return
@@ -116,6 +113,21 @@ def _rate_limit(key: ApiKey) -> None:
             429, "rate_limited", f"More than {limit} requests this minute; retry in {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
         )
+
+
+def _count_this_minute(cache_key: str) -> int:
+    """Count one request in a fixed one-minute window; one round trip on Redis."""
+    cache = caches["default"]
+    if isinstance(cache, RedisCache):
+        full_key = cache.make_and_validate_key(cache_key)
+        pipe = cache._cache.get_client(full_key, write=True).pipeline(transaction=False)
+        pipe.incr(full_key)
+        pipe.expire(full_key, 70)
+        count, _ = pipe.execute()
+        return count
+    if cache.add(cache_key, 1, timeout=70):
+        return 1
+    return cache.incr(cache_key)
 
 
 def _read_json(request: HttpRequest):

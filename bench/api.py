@@ -1,0 +1,196 @@
+"""Benchmark of the agent API against the real ASGI server.
+
+    .venv/bin/python bench/api.py                       # embedded: SQLite + a private Redis
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/oversight_bench REDIS_URL=redis://127.0.0.1:6379/8 \
+        .venv/bin/python bench/api.py
+
+Measures, at 1, 8 and 32 concurrent clients, submissions per second and p50/p99 latency
+of POST /api/v1/requests, beside a bare endpoint that inserts one row on the same server
+and database, in the same run, alternating the two (the ratio is the figure; goal ≥ 0.7).
+Then the latency from an operator's decision committing to a long-polling agent getting
+its answer, p50/p99 (goal p99 ≤ 50 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+from oversight.runner import Supervisor, free_port, start_redis, wait_for_port, web_argv  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def load(url: str, make_request, concurrency: int, seconds: float) -> tuple[float, list[float], int]:
+    """Closed-loop load: `concurrency` clients send back to back for `seconds`."""
+    latencies: list[float] = []
+    errors = 0
+    end = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def one_client(n: int):
+            nonlocal errors
+            i = 0
+            while time.perf_counter() < end:
+                started = time.perf_counter()
+                response = await make_request(client, n, i)
+                if response.status_code >= 300:
+                    errors += 1
+                latencies.append(time.perf_counter() - started)
+                i += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client(n) for n in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return len(latencies) / elapsed, latencies, errors
+
+
+def api_submit(headers):
+    async def send(client, n, i):
+        # A routine request (approved by the policy) — what most asks are.
+        return await client.post(
+            "/api/v1/requests",
+            headers=headers,
+            json={"operation": "scrape", "summary": f"client {n} step {i}",
+                  "metrics": {"memory_pressure": 41.5, "delegation_depth": 1, "circular_refs": 0}},
+        )
+
+    return send
+
+
+async def bare_insert(client, n, i):
+    return await client.post("/api/bench/insert", json={})
+
+
+async def decision_latency(url: str, headers: dict, rounds: int, parallel: int) -> list[float]:
+    """Agents long-poll pending requests; this process decides them; time to each answer."""
+    from asgiref.sync import sync_to_async
+
+    from oversight import actions
+    from oversight.models import Source, Status
+
+    decide = sync_to_async(
+        lambda rid: actions.do_decide(rid, outcome=Status.APPROVED, source=Source.OPERATOR, by="bench"),
+        thread_sensitive=False,
+    )
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=parallel + 4)) as client:
+        for _ in range(rounds):
+            ids = []
+            for _ in range(parallel):
+                created = await client.post(
+                    "/api/v1/requests", headers=headers,
+                    json={"operation": "delegate", "summary": "bench", "metrics": {"delegation_depth": 9}},
+                )
+                ids.append(created.json()["id"])
+            arrived: dict[str, float] = {}
+
+            async def wait(rid, arrived=arrived):
+                response = await client.get(f"/api/v1/requests/{rid}?wait=30", headers=headers)
+                arrived[rid] = time.perf_counter()
+                assert response.json()["status"] == "approved", response.text
+
+            waiters = [asyncio.create_task(wait(rid)) for rid in ids]
+            await asyncio.sleep(0.3)  # every agent is now waiting
+            committed = {}
+            for rid in ids:
+                await decide(rid)
+                committed[rid] = time.perf_counter()
+            await asyncio.gather(*waiters)
+            latencies += [arrived[rid] - committed[rid] for rid in ids]
+    return latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement (each runs twice)")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=20, help="decision-latency rounds")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="oversight-bench-"))
+    supervisor = Supervisor(prefix_logs=False)
+    env = dict(os.environ)
+    env.setdefault("DATABASE_URL", f"sqlite:///{work / 'bench.sqlite3'}")
+    try:
+        if not env.get("REDIS_URL"):
+            env["REDIS_URL"] = start_redis(supervisor, work)
+        env |= {
+            "OVERSIGHT_VAR_DIR": str(work), "OVERSIGHT_BENCH": "1", "SECRET_KEY": "bench",
+            "OVERSIGHT_RATE_LIMIT_PER_MINUTE": "100000000", "LOG_LEVEL": "WARNING",
+        }
+        database = env["DATABASE_URL"].split("://")[0]
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=BASE_DIR, env=env, check=True)
+        key = subprocess.run(
+            [sys.executable, "manage.py", "create_agent", f"bench-{os.getpid()}"], cwd=BASE_DIR, env=env,
+            check=True, capture_output=True, text=True,
+        ).stdout.strip().splitlines()[-1]
+        headers = {"Authorization": f"Bearer {key}"}
+        port = free_port()
+        supervisor.start("web", web_argv(port, workers=args.web_workers), env=env, log=work / "web.log")
+        wait_for_port(port, what="uvicorn", timeout=60)
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(load(url, bare_insert, 4, 1.0))  # warm up both paths
+        asyncio.run(load(url, api_submit(headers), 4, 1.0))
+
+        print(f"\nAgent API on uvicorn ({args.web_workers} workers), {database}, Redis; "
+              f"{args.seconds:.0f} s x 2 per cell, alternating\n")
+        print(f"{'clients':>7} | {'bare insert/s':>13} {'p50 ms':>7} {'p99 ms':>7} | "
+              f"{'submit/s':>9} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5} | errors")
+        print("-" * 92)
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+            base_rates, api_rates, base_lat, api_lat, errors = [], [], [], [], 0
+            for _ in range(2):
+                rate, lat, err = asyncio.run(load(url, bare_insert, concurrency, args.seconds))
+                base_rates.append(rate)
+                base_lat += lat
+                errors += err
+                rate, lat, err = asyncio.run(load(url, api_submit(headers), concurrency, args.seconds))
+                api_rates.append(rate)
+                api_lat += lat
+                errors += err
+            base, api = statistics.mean(base_rates), statistics.mean(api_rates)
+            print(f"{concurrency:>7} | {base:>13.0f} {percentile(base_lat, 50) * 1e3:>7.1f} "
+                  f"{percentile(base_lat, 99) * 1e3:>7.1f} | {api:>9.0f} {percentile(api_lat, 50) * 1e3:>7.1f} "
+                  f"{percentile(api_lat, 99) * 1e3:>7.1f} | {api / base:>5.2f} | {errors}")
+
+        os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "OVERSIGHT_VAR_DIR", "SECRET_KEY")})
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oversight.settings")
+        import django
+
+        django.setup()
+        import logging
+
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        for parallel in (1, 8):
+            latencies = asyncio.run(decision_latency(url, headers, args.rounds, parallel))
+            print(f"\nDecision → long-polling agent ({parallel} waiting at once, {len(latencies)} decisions): "
+                  f"p50 {percentile(latencies, 50) * 1e3:.1f} ms, p99 {percentile(latencies, 99) * 1e3:.1f} ms, "
+                  f"max {max(latencies) * 1e3:.1f} ms")
+        return 0
+    finally:
+        supervisor.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
