@@ -19,7 +19,9 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-PROC_PSI = Path("/proc/pressure/memory")
+PROC = Path("/proc")
+PROC_PSI = PROC / "pressure" / "memory"
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 PROC_CGROUP = Path("/proc/self/cgroup")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # memory.max reads "max" when the cgroup has no limit; a limit this large is none either.
@@ -107,16 +109,54 @@ def cgroup_pressure(directory: Path) -> float | None:
     return max(0.0, min(100.0, 100.0 * (current - inactive_file) / limit))
 
 
-def top_processes(n: int) -> list[dict]:
-    """The n largest processes by RSS: only `memory_info` (cheap), never USS/PSS."""
+def top_processes(n: int, proc: Path = PROC) -> list[dict]:
+    """The n largest processes by RSS (never USS/PSS: those walk every mapping).
+
+    On Linux this reads /proc/<pid>/statm, the one small file psutil's `memory_info`
+    reads, without building a Process object per pid (which also reads `stat` for
+    the creation time), and names only the n winners, from `comm`: half the CPU of
+    `memory_info` under `oneshot()` for every process, and a third with names.
+    Elsewhere, psutil."""
     if n <= 0:
         return []
+    if not (proc / "self" / "statm").exists():
+        return _top_processes_psutil(n)
+    base = str(proc)  # plain strings: pathlib's joins cost more than the reads here
     rows = []
-    for proc in psutil.process_iter():
+    for name in os.listdir(base):
+        if not name.isdigit():
+            continue
         try:
-            with proc.oneshot():
-                info = proc.memory_info()
-                rows.append((info.rss, proc.pid, proc.name(), info.vms))
+            fields = _read_small(f"{base}/{name}/statm").split()
+            rows.append((int(fields[1]) * PAGE_SIZE, int(name), int(fields[0]) * PAGE_SIZE))
+        except (OSError, ValueError, IndexError):
+            continue  # gone between listing and reading, or not ours to read
+    top = []
+    for rss, pid, vms in heapq.nlargest(n, rows):
+        try:
+            comm = _read_small(f"{base}/{pid}/comm").decode(errors="replace").strip()
+        except OSError:
+            continue
+        top.append({"pid": pid, "name": comm, "rss_bytes": rss, "vms_bytes": vms})
+    return top
+
+
+def _read_small(path: str) -> bytes:
+    """One read of a small /proc file: no buffered file object (a third of the cost per pid)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def _top_processes_psutil(n: int) -> list[dict]:
+    rows = []
+    for process in psutil.process_iter():
+        try:
+            with process.oneshot():
+                info = process.memory_info()
+                rows.append((info.rss, process.pid, process.name(), info.vms))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return [

@@ -88,3 +88,14 @@ def test_it_stores_a_sample_and_claims_each_tick_once_per_host():
     assert stored.host == "box"
     assert stored.pressure == sample.pressure
     assert isinstance(stored.top_processes, list)
+
+
+def test_it_reads_the_same_top_processes_as_psutil():
+    fast = collect.top_processes(200)
+    slow = collect._top_processes_psutil(200)
+    me = psutil.Process()
+    mine = next(p for p in fast if p["pid"] == me.pid)
+    assert mine["name"] == me.name()
+    assert abs(mine["rss_bytes"] - me.memory_info().rss) < 8 << 20
+    # Processes come and go between the two walks; the big ones are the same.
+    assert {p["pid"] for p in fast[:5]} & {p["pid"] for p in slow[:5]}
