@@ -167,7 +167,10 @@ def suggestion(dist: Distribution, current: float) -> dict | None:
         f"{name} up to {shown} ({approved} of {approved + rejected} decided). Raising {name} to {shown} "
         f"would have saved {saved} reviews"
     )
-    text += f"; {rejected} rejected ones would have been approved automatically." if rejected else "."
+    if rejected:
+        text += f"; {rejected} rejected {'one' if rejected == 1 else 'ones'} would have been approved automatically."
+    else:
+        text += "."
     return {
         "operation": dist.operation, "rule": dist.rule, "current": _number(current), "threshold": _number(threshold),
         "approved": approved, "rejected": rejected, "timeouts": timeouts, "approve_share": round(share, 4),
