@@ -107,7 +107,7 @@ function hostCard(host) {
   const gauge = document.createElement("p");
   gauge.className = "gauge";
   const value = document.createElement("span");
-  value.className = "pressure";
+  value.className = "gauge-value";
   const meter = document.createElement("meter");
   Object.assign(meter, { min: 0, max: 100, low: WARNING, high: CRITICAL, optimum: 0 });
   gauge.append(value, "% ", meter);
@@ -132,7 +132,7 @@ function hostCard(host) {
 
 function onPressure(event) {
   const card = hostCard(event.host);
-  const value = card.querySelector(".pressure");
+  const value = card.querySelector(".gauge-value");
   value.textContent = event.pressure.toFixed(1);
   value.dataset.level = level(event.pressure);
   card.querySelector("meter").value = event.pressure;
