@@ -169,13 +169,39 @@ def test_an_operator_and_the_timeout_racing_at_the_deadline_make_one_decision(ag
     for _ in range(5):
         req = _critical(agent)
         workers = [
-            lambda: actions.do_decide(req.id, outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia",
-                                      reason="r", now=req.deadline - timedelta(milliseconds=1)),
-            lambda: actions.apply_timeout(req.id, req.timeout_action, now=req.deadline),
-            lambda: actions.expire_due(now=req.deadline),
+            lambda req=req: actions.do_decide(req.id, outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia",
+                                              reason="r", now=req.deadline - timedelta(milliseconds=1)),
+            lambda req=req: actions.apply_timeout(req.id, req.timeout_action, now=req.deadline),
+            lambda req=req: actions.expire_due(now=req.deadline),
         ]
         _race(workers)
         req.refresh_from_db()
         assert req.status in (Status.REJECTED, Status.APPROVED)
         assert req.decision_source == (Source.OPERATOR if req.status == Status.REJECTED else Source.TIMEOUT)
         assert _decisions(req) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_operators_in_separate_processes_make_exactly_one_decision(agent):
+    import multiprocessing
+
+    from tests.conftest import live_database_url
+    from tests.race_child import decide
+
+    req = _critical(agent)
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(6), context.Queue()
+    processes = [
+        context.Process(target=decide, args=(live_database_url(), str(req.id), i, barrier, results)) for i in range(6)
+    ]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(60)
+    outcomes = [results.get(timeout=5) for _ in processes]
+    winners = [who for kind, who in outcomes if kind == "won"]
+    assert len(winners) == 1
+    req.refresh_from_db()
+    assert req.decided_by == f"proc{winners[0]}"
+    assert all(who == req.decided_by for kind, who in outcomes if kind == "lost")
+    assert _decisions(req) == 1
