@@ -10,11 +10,11 @@ STAMP  := $(VENV)/.requirements.sha256
 install:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Oversight needs Python 3.11 or newer (set PYTHON=python3.11).")'
 	@test -x $(PY) || { echo "Creating $(VENV) ..."; $(PYTHON) -m venv $(VENV); }
-	@want=$$(cat requirements.txt requirements-dev.txt clients/python/pyproject.toml | sha256sum | cut -d' ' -f1); \
+	@want=$$(cat requirements.txt requirements-dev.txt $(wildcard clients/python/pyproject.toml) | sha256sum | cut -d' ' -f1); \
 	if [ "$$(cat $(STAMP) 2>/dev/null)" != "$$want" ]; then \
 		echo "Installing the pinned requirements ..."; \
 		$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt && \
-		$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e clients/python && \
+		{ [ ! -f clients/python/pyproject.toml ] || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e clients/python; } && \
 		echo "$$want" > $(STAMP); \
 	fi
 
