@@ -35,7 +35,7 @@ def _schedule(sender, **kwargs) -> None:
     reports_schedule(sender)
 
 
-@app.task(name="oversight.ping")
+@app.task(name="oversight.ping", ignore_result=False)
 def ping() -> str:
     """A trivial task: proves a worker is listening (used by checks and tests)."""
     return "pong"
