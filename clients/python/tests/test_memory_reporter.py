@@ -37,7 +37,7 @@ def test_it_takes_samples_in_the_shape_the_server_takes(client):
     sample = MemoryReporter(client, host="worker-1").sample().to_dict()
 
     assert set(sample) == {"at", "pid", "process", "rss_bytes", "vms_bytes", "gc",
-                           "cycles_found", "tracemalloc_top"}
+                           "gc_counts", "cycles_found", "tracemalloc_top"}
     assert sample["at"].endswith("Z")
     assert datetime.fromisoformat(sample["at"]).utcoffset().total_seconds() == 0
     assert sample["rss_bytes"] > 0 and sample["vms_bytes"] >= sample["rss_bytes"]
@@ -46,10 +46,12 @@ def test_it_takes_samples_in_the_shape_the_server_takes(client):
     assert isinstance(sample["pid"], int) and sample["process"]
 
 
-def test_it_keeps_the_per_generation_counts_locally(client):
+def test_it_sends_the_per_generation_counts(client):
     sample = MemoryReporter(client).sample()
 
-    assert len(sample.gc_counts) == 3
+    counts = sample.to_dict()["gc_counts"]
+    assert counts == list(sample.gc_counts)
+    assert len(counts) == 3 and all(isinstance(n, int) and n >= 0 for n in counts)
 
 
 def test_it_sends_samples_in_batches(client, fake):

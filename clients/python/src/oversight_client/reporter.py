@@ -56,6 +56,7 @@ class Sample:
             "rss_bytes": self.rss_bytes,
             "vms_bytes": self.vms_bytes,
             "gc": {"collected": self.gc_collected, "uncollectable": self.gc_uncollectable},
+            "gc_counts": list(self.gc_counts),
             "cycles_found": self.cycles_found,
             "tracemalloc_top": self.tracemalloc_top,
         }
