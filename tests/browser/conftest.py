@@ -19,22 +19,28 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "correct horse battery"
 
-# Playwright's sync API keeps an event loop on the main thread; Django would then
-# refuse the ORM calls our fixtures make between browser steps. They are plain
-# blocking calls made between steps, never from inside the loop.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    """One browser per module. Playwright's sync API keeps an event loop running in
+    this thread while it is open, so the ORM's async-safety check is relaxed for the
+    module only, and the loop is gone before other tests (async views under the test
+    client need a thread with no running loop)."""
     if not CHROMIUM.exists():
         pytest.skip("Chromium is not installed at /usr/bin/chromium (run scripts/ensure-browser)")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 def sign_in(site: str, username: str) -> str:
