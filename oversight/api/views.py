@@ -162,6 +162,19 @@ def _short(exc: Exception) -> str:
     return str(exc).split("\n")[0][:200]
 
 
+def _validated(parsed, schema):
+    """The body as `schema`, or the ApiError for a body that is not JSON, not an object, or not valid.
+    Called after authentication, so a bad body never hides a bad key."""
+    if isinstance(parsed, ApiError):
+        raise parsed
+    if not isinstance(parsed, dict):
+        raise validation_error({"body": ["must be a JSON object"]})
+    try:
+        return schema.model_validate(parsed)
+    except ValidationError as error:
+        raise validation_error(_details(error)) from None
+
+
 def _details(error: ValidationError) -> dict[str, list[str]]:
     details: dict[str, list[str]] = {}
     for item in error.errors(include_url=False, include_input=False):
@@ -266,14 +279,7 @@ async def submit(request: HttpRequest):
 
 def _submit(request: HttpRequest, parsed, header_key: str | None) -> tuple[int, dict]:
     key = authenticate(request)
-    if isinstance(parsed, ApiError):
-        raise parsed
-    if not isinstance(parsed, dict):
-        raise validation_error({"body": ["must be a JSON object"]})
-    try:
-        body = schemas.SubmitRequest.model_validate(parsed)
-    except ValidationError as error:
-        raise validation_error(_details(error)) from None
+    body = _validated(parsed, schemas.SubmitRequest)
     if body.payload is not None and _json_size(body.payload) > schemas.MAX_PAYLOAD_BYTES:
         raise ApiError(413, "payload_too_large", f"payload is over {schemas.MAX_PAYLOAD_BYTES // 1024} KiB serialized.")
     idempotency_key = body.idempotency_key
@@ -416,14 +422,7 @@ async def push_metrics(request: HttpRequest):
 
 def _push_metrics(request: HttpRequest, parsed) -> int:
     key = authenticate(request)
-    if isinstance(parsed, ApiError):
-        raise parsed
-    if not isinstance(parsed, dict):
-        raise validation_error({"body": ["must be a JSON object"]})
-    try:
-        body = schemas.MetricsPush.model_validate(parsed)
-    except ValidationError as error:
-        raise validation_error(_details(error)) from None
+    body = _validated(parsed, schemas.MetricsPush)
     errors = {}
     for index, sample in enumerate(body.samples):
         if sample.at is not None and _parse_time(sample.at) is None:
