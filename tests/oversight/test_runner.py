@@ -57,7 +57,7 @@ def test_it_runs_everything_and_stops_every_process(tmp_path, stop_with):
 
         process.send_signal(stop_with)
         assert process.wait(30) == 0
-        gone, alive = psutil.wait_procs(children, timeout=10)
+        _gone, alive = psutil.wait_procs(children, timeout=10)
         assert alive == [], [" ".join(p.cmdline()) for p in alive]
         assert "Stopped every process." in (tmp_path / "run.log").read_text()
     finally:
