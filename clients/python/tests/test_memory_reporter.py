@@ -175,3 +175,24 @@ def test_it_reads_process_memory_without_psutil(client, no_psutil):
 async def test_it_refuses_an_async_client(async_client):
     with pytest.raises(TypeError, match="blocking Client"):
         MemoryReporter(async_client)
+
+
+def blocks(n, size):
+    return [bytearray(size) for _ in range(n)]
+
+
+def test_a_site_that_grew_into_fewer_blocks_counts_no_negative_blocks(client):
+    # The server takes counts >= 0 only: one negative count would lose the whole batch.
+    reporter = MemoryReporter(client, interval=3600, tracemalloc=True).start()
+    try:
+        kept = blocks(200, 16)
+        reporter.sample()
+        kept = blocks(2, 200_000)
+        top = reporter.sample().tracemalloc_top
+    finally:
+        reporter.stop()
+    del kept
+
+    grown = [site for site in top if site["where"].startswith(__file__)]
+    assert grown and grown[0]["size_bytes"] >= 2 * 200_000 - 200 * 16 - 200 * 100
+    assert all(site["count"] >= 0 for site in top)

@@ -156,8 +156,10 @@ class MemoryReporter:
             if stat.size_diff <= 0:
                 continue
             frame = stat.traceback[0]
+            # A line can grow in bytes while holding fewer blocks (a few large ones
+            # replaced many small ones); the server takes no negative count.
             top.append({"where": f"{frame.filename}:{frame.lineno}",
-                        "size_bytes": stat.size_diff, "count": stat.count_diff})
+                        "size_bytes": stat.size_diff, "count": max(0, stat.count_diff)})
             if len(top) >= self.tracemalloc_top:
                 break
         return top
