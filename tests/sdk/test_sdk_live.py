@@ -27,6 +27,7 @@ from oversight_client import (
     IdempotencyConflict,
     MemoryReporter,
     NotFound,
+    PayloadTooLarge,
     RateLimited,
     Rejected,
     TimedOut,
@@ -211,6 +212,18 @@ def test_the_servers_errors_become_the_sdks_exceptions(sdk, live, other_agent):
         stranger.get(theirs.id)
 
 
+def test_text_and_sizes_survive_the_round_trip(sdk):
+    request = sdk.submit("file_write", "Écrire « notes » ✓ 日本", payload={"note": "naïve ☃"}, metrics=CALM)
+    assert sdk.get(request.id).summary == "Écrire « notes » ✓ 日本"
+    assert request.payload == {"note": "naïve ☃"}
+
+    with pytest.raises(PayloadTooLarge) as raised:
+        sdk.submit("file_write", "Too big", payload={"blob": "x" * 70_000}, metrics=CALM)
+    assert raised.value.status == 413
+    with pytest.raises(NotFound):
+        sdk.get("not-a-request-id")
+
+
 def test_it_lists_every_request_a_page_at_a_time(sdk, agent, other_agent, live):
     for n in range(5):
         sdk.submit("page.test", f"request {n}", metrics=CALM)
@@ -243,6 +256,20 @@ def test_the_async_client_asks_and_waits_too(live, agent):
 
     assert wrote == "wrote a.txt"
     assert [(r.summary, r.status) for r in requests] == [("Write a.txt", "approved")]
+
+
+def test_an_async_checkpoint_waits_for_the_operator(live, agent):
+    async def guarded():
+        async with AsyncClient(live.url, agent.key) as client, client.checkpoint(
+                "delegate", "Delegate from a coroutine", metrics=DEEP, timeout=30) as request:
+            return request
+
+    gate = Background(lambda: asyncio.run(guarded()))
+    row = pending_request(agent)
+
+    decide(row.id, Status.APPROVED)
+
+    assert gate.result().id == str(row.id)
 
 
 # --- Checkpoints ------------------------------------------------------------------------------
