@@ -187,6 +187,17 @@ class OversightRequest(models.Model):
             models.Index(fields=["-decided_at", "-id"], name="req_decided"),
             # Reports by month of submission.
             models.Index(fields=["created_at"], name="req_created"),
+            # The monthly review's passes over a month (oversight/reports_pg.py) and the
+            # advice's counts: every column they read, so PostgreSQL scans this narrow
+            # index (index-only) instead of the wide rows with their JSON. All key
+            # columns, no INCLUDE: SQLite has no INCLUDE, and every column is bounded.
+            models.Index(
+                fields=[
+                    "created_at", "operation", "agent", "fired_rules", "critical", "trusted_bypass",
+                    "decision_source", "status", "escalated_at", "decided_at", "decided_by",
+                ],
+                name="req_month_review",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -122,10 +122,11 @@ def duration_stats(queryset, group: str | None = None) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(_percentile_sql(sql), params)
         rows = cursor.fetchall()
-    return {
-        row[0]: {"n": row[1], "p50": _f(row[2]), "p90": _f(row[3]), "p99": _f(row[4]), "max": _f(row[5])}
-        for row in rows
-    }
+    return {row[0]: stats_row(*row[1:]) for row in rows}
+
+
+def stats_row(n: int, p50, p90, p99, max_) -> dict:
+    return {"n": n, "p50": _f(p50), "p90": _f(p90), "p99": _f(p99), "max": _f(max_)}
 
 
 def _f(value) -> float | None:
@@ -139,7 +140,7 @@ def _share(part, whole) -> float | None:
 # --- Request figures --------------------------------------------------------------------
 
 
-def _outcome_counts() -> dict:
+def outcome_counts() -> dict:
     """The counts every grouping shows, as conditional aggregates of one query."""
     operator, timeout = Q(decision_source=Source.OPERATOR), Q(decision_source=Source.TIMEOUT)
     return {
@@ -170,7 +171,12 @@ def _with_shares(row: dict) -> dict:
 
 
 def _grouped(requests, field: str, ttd: dict) -> list[dict]:
-    rows = requests.values(field).annotate(**_outcome_counts()).order_by("-requests", field)
+    rows = requests.values(field).annotate(**outcome_counts()).order_by("-requests", field)
+    return grouped_rows(rows, field, ttd)
+
+
+def grouped_rows(rows, field: str, ttd: dict) -> list[dict]:
+    """Count rows keyed by `field`, most requests first, as the review shows them."""
     out = []
     for row in rows:
         row = _with_shares(dict(row))
@@ -181,8 +187,12 @@ def _grouped(requests, field: str, ttd: dict) -> list[dict]:
 
 
 def _headline(requests, operator_decisions) -> dict:
-    row = _with_shares(requests.aggregate(**_outcome_counts()))
-    stats = duration_stats(operator_decisions).get(None) or {}
+    return headline_row(requests.aggregate(**outcome_counts()), duration_stats(operator_decisions).get(None))
+
+
+def headline_row(counts: dict, stats: dict | None) -> dict:
+    row = _with_shares(counts)
+    stats = stats or {}
     for key in ("p50", "p90", "p99", "max"):
         row[f"ttd_{key}"] = stats.get(key)
     return row
@@ -194,20 +204,25 @@ def _rules(requests) -> dict:
     combos = (
         requests.exclude(fired_rules="")
         .values("fired_rules")
-        .annotate(**_outcome_counts())
+        .annotate(**outcome_counts())
         .order_by("-requests", "fired_rules")
     )
-    combinations = []
-    for row in combos:
-        row = _with_shares(dict(row))
-        row["name"] = row.pop("fired_rules")
-        combinations.append(row)
     # The rule names never contain one another, so a substring match is a token match.
     totals = requests.aggregate(
         **{rule: Count("pk", filter=Q(fired_rules__contains=rule)) for rule in RULE_NAMES},
         critical_total=Count("pk", filter=Q(critical=True)),
     )
     critical_total = totals.pop("critical_total")
+    return rule_figures(combos, totals, critical_total)
+
+
+def rule_figures(combos, totals: dict, critical_total: int) -> dict:
+    """Combination rows (most requests first) and each rule's total, as the review shows them."""
+    combinations = []
+    for row in combos:
+        row = _with_shares(dict(row))
+        row["name"] = row.pop("fired_rules")
+        combinations.append(row)
     singles = [
         {"name": rule, "requests": totals[rule], "share_of_critical": _share(totals[rule], critical_total)}
         for rule in RULE_NAMES
@@ -226,6 +241,10 @@ def _operators(operator_decisions) -> list[dict]:
         )
         .order_by("-decisions", "decided_by")
     )
+    return operator_rows(rows, medians)
+
+
+def operator_rows(rows, medians: dict) -> list[dict]:
     return [
         {
             "name": row["decided_by"],
@@ -245,7 +264,7 @@ def reject_presets() -> tuple[str, ...]:
     return tuple(getattr(views, "REJECT_PRESETS", ()) or ())
 
 
-def _reject_reasons(operator_decisions) -> list[dict]:
+def reject_reasons(operator_decisions) -> list[dict]:
     presets = {p.strip().lower() for p in reject_presets()}
     rows = (
         operator_decisions.filter(status=Status.REJECTED)
@@ -265,6 +284,11 @@ def _ttd_histogram(operator_decisions) -> list[dict]:
     }
     buckets["over"] = Count("pk", filter=Q(dur__gt=TTD_BUCKETS[-1]))
     counts = operator_decisions.annotate(dur=Seconds("decided_at", "created_at")).aggregate(**buckets)
+    return histogram_rows(counts)
+
+
+def histogram_rows(counts: dict) -> list[dict]:
+    """Counts named b0… (one per bound of TTD_BUCKETS) and `over`, as the review's histogram."""
     rows = [{"le": hi, "count": counts[f"b{i}"]} for i, hi in enumerate(TTD_BUCKETS)]
     rows.append({"le": None, "count": counts["over"]})
     return rows
@@ -284,6 +308,10 @@ def _daily(requests) -> list[dict]:
         )
         .order_by("day")
     )
+    return daily_rows(rows)
+
+
+def daily_rows(rows) -> list[dict]:
     return [{**row, "day": row["day"].isoformat()} for row in rows]
 
 
@@ -385,26 +413,45 @@ HEADLINE_KEYS = (
 )
 
 
+def _on_postgresql() -> bool:
+    return connection.vendor == "postgresql"
+
+
 def figures(start: datetime, end: datetime, *, now: datetime | None = None) -> dict:
     """Everything about requests submitted in [start, end)."""
     now = now or timezone.now()
+    if _on_postgresql():
+        # Imported here: it builds on this module's shaping helpers.
+        from oversight import reports_pg
+
+        found = reports_pg.request_figures(start, end)
+    else:
+        found = request_figures(start, end)
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "computed_at": now.isoformat(),
+        **found,
+        "memory": memory_figures(start, end, now),
+    }
+
+
+def request_figures(start: datetime, end: datetime) -> dict:
+    """The request figures of [start, end) with portable queries, one per table (the
+    SQLite path; `oversight.reports_pg` computes the same on PostgreSQL in fewer passes)."""
     requests = OversightRequest.objects.filter(created_at__gte=start, created_at__lt=end)
     operator_decisions = requests.filter(decision_source=Source.OPERATOR)
     ttd_by_operation = duration_stats(operator_decisions, "operation")
     ttd_by_agent = duration_stats(operator_decisions, "agent__name")
     return {
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "computed_at": now.isoformat(),
         "headline": _headline(requests, operator_decisions),
         "by_operation": _grouped(requests, "operation", ttd_by_operation),
         "by_agent": _grouped(requests, "agent__name", ttd_by_agent),
         "by_rule": _rules(requests),
         "operators": _operators(operator_decisions),
-        "reject_reasons": _reject_reasons(operator_decisions),
+        "reject_reasons": reject_reasons(operator_decisions),
         "ttd_histogram": _ttd_histogram(operator_decisions),
         "daily": _daily(requests),
-        "memory": memory_figures(start, end, now),
     }
 
 
@@ -448,6 +495,15 @@ def _previous_headline(month: date, now: datetime) -> dict | None:
     start, end = month_bounds(month)
     if start >= now:
         return None
+    if _on_postgresql():
+        from oversight import reports_pg
+
+        return reports_pg.period_headline(start, end)
+    return period_headline(start, end)
+
+
+def period_headline(start: datetime, end: datetime) -> dict:
+    """The headline figures alone of [start, end), with portable queries."""
     requests = OversightRequest.objects.filter(created_at__gte=start, created_at__lt=end)
     return _headline(requests, requests.filter(decision_source=Source.OPERATOR))
 
