@@ -182,8 +182,8 @@ def main() -> int:
         import logging
 
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        for parallel in (1, 8):
-            latencies = asyncio.run(decision_latency(url, headers, args.rounds, parallel))
+        for parallel, rounds in ((1, args.rounds), (8, args.rounds), (200, 2)):
+            latencies = asyncio.run(decision_latency(url, headers, rounds, parallel))
             print(f"\nDecision → long-polling agent ({parallel} waiting at once, {len(latencies)} decisions): "
                   f"p50 {percentile(latencies, 50) * 1e3:.1f} ms, p99 {percentile(latencies, 99) * 1e3:.1f} ms, "
                   f"max {max(latencies) * 1e3:.1f} ms")
