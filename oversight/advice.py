@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import Count, FloatField, Func, Q
 
 from oversight.models import OversightRequest, Policy, Source, Status
@@ -31,6 +32,18 @@ MIN_APPROVE_SHARE = 0.95
 TIMEOUT_NOTE_SHARE = 0.2
 RULE_LABELS = {"memory_pressure": "memory pressure", "delegation_depth": "delegation depth",
                "circular_refs": "circular references"}
+
+
+def trigger_value_pg(triggers: str, rule: str) -> str:
+    """SQL for the value `rule` was evaluated on, from the `triggers` column, on PostgreSQL:
+    the first trigger of the rule, its value as text (JSON null → NULL), rounded up.
+
+    The rule's name is written into the jsonpath: a constant path costs a third less per
+    row than one with a variable. Only the known rule names (plain words) get there.
+    """
+    if rule not in RULES:
+        raise ValueError(f"Not a rule with a threshold: {rule!r}")
+    return f"""CEIL((jsonb_path_query_first({triggers}, '$[*] ? (@.rule == "{rule}").value') #>> '{{}}')::double precision)"""
 
 
 class TriggerValue(Func):
@@ -47,12 +60,7 @@ class TriggerValue(Func):
 
     def as_postgresql(self, compiler, conn, **extra):
         sql, params = compiler.compile(self.source_expressions[0])
-        # jsonpath: the first trigger of this rule, its value as text (JSON null → NULL).
-        return (
-            f"CEIL((jsonb_path_query_first({sql}, '$[*] ? (@.rule == $r).value', "
-            "jsonb_build_object('r', %s::text)) #>> '{}')::double precision)",
-            (*params, self.rule),
-        )
+        return trigger_value_pg(sql, self.rule), params
 
     def as_sqlite(self, compiler, conn, **extra):
         sql, params = compiler.compile(self.source_expressions[0])
@@ -89,6 +97,13 @@ class Distribution:
 
 def distributions(start: datetime, end: datetime) -> list[Distribution]:
     """One Distribution per (operation, rule) seen in [start, end), from aggregate queries."""
+    if connection.vendor == "postgresql":
+        return distributions_pg(start, end)
+    return portable_distributions(start, end)
+
+
+def portable_distributions(start: datetime, end: datetime) -> list[Distribution]:
+    """`distributions` with portable queries, two per rule (the SQLite path)."""
     requests = OversightRequest.objects.filter(created_at__gte=start, created_at__lt=end, trusted_bypass=False)
     critical = dict(requests.filter(critical=True).values_list("operation").annotate(n=Count("pk")).order_by())
     out: dict[tuple[str, str], Distribution] = {}
@@ -126,6 +141,71 @@ def _value_counts(requests, rule: str):
         )
         .order_by("operation", "v")
     )
+
+
+# --- PostgreSQL: the same distributions in two passes ---------------------------------------
+#
+# The portable queries above make two passes per rule, and the three that read the
+# trigger values read the wide rows each time. Here one pass over the `req_month_review`
+# index counts every rule's `others` (and the critical requests) per operation, and one
+# pass over the rows reads each request's trigger values once for all rules.
+
+RULE_PARAMS = {f"rule{i}": rule for i, rule in enumerate(RULES)}
+PG_VALUES = {"operator": Source.OPERATOR, "timeout": Source.TIMEOUT, "approved": Status.APPROVED,
+             "rejected": Status.REJECTED, **RULE_PARAMS}
+PG_PERIOD = "created_at >= %(start)s AND created_at < %(end)s AND NOT trusted_bypass"
+
+PG_OTHERS_SQL = f"""
+SELECT operation, COUNT(*) FILTER (WHERE critical) AS critical,
+  {", ".join(f"COUNT(*) FILTER (WHERE fired_rules NOT IN ('', %({key})s)) AS {key}" for key in RULE_PARAMS)}
+FROM oversight_oversightrequest
+WHERE {PG_PERIOD}
+GROUP BY operation
+"""  # noqa: S608 (constants only; values travel as parameters)
+
+# A request counts towards a rule's values when nothing or only that rule fired
+# (`_value_counts`); the trigger value is read only then.
+PG_VALUES_SQL = f"""
+SELECT x.rule, r.operation, x.v, COUNT(*) AS n,
+  COUNT(*) FILTER (WHERE r.critical) AS crit,
+  COUNT(*) FILTER (WHERE r.decision_source = %(operator)s AND r.status = %(approved)s) AS approved,
+  COUNT(*) FILTER (WHERE r.decision_source = %(operator)s AND r.status = %(rejected)s) AS rejected,
+  COUNT(*) FILTER (WHERE r.decision_source = %(timeout)s) AS timeouts
+FROM (
+  SELECT operation, critical, decision_source, status, fired_rules, triggers FROM oversight_oversightrequest
+  WHERE {PG_PERIOD} AND fired_rules IN ('', {", ".join(f"%({key})s" for key in RULE_PARAMS)})
+) r
+CROSS JOIN LATERAL (VALUES {", ".join(
+    f"(%({key})s, CASE WHEN r.fired_rules IN ('', %({key})s) THEN {trigger_value_pg('r.triggers', rule)} END)"
+    for key, rule in RULE_PARAMS.items())}
+) AS x(rule, v)
+WHERE x.v IS NOT NULL
+GROUP BY x.rule, r.operation, x.v
+ORDER BY x.rule, r.operation, x.v
+"""  # noqa: S608
+
+
+def _fetch_pg(sql: str, start: datetime, end: datetime) -> list[dict]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {**PG_VALUES, "start": start, "end": end})
+        names = [column.name for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def distributions_pg(start: datetime, end: datetime) -> list[Distribution]:
+    """`distributions` on PostgreSQL, in two passes."""
+    counts = _fetch_pg(PG_OTHERS_SQL, start, end)
+    critical = {row["operation"]: row["critical"] for row in counts}
+    out: dict[tuple[str, str], Distribution] = {}
+    for row in counts:
+        for key, rule in RULE_PARAMS.items():
+            if row[key]:  # the portable query has no row for an operation without any
+                _dist(out, row["operation"], rule, critical).others = row[key]
+    for row in _fetch_pg(PG_VALUES_SQL, start, end):
+        _dist(out, row["operation"], row["rule"], critical).buckets.append(
+            Bucket(row["v"], row["n"], row["crit"], row["approved"], row["rejected"], row["timeouts"])
+        )
+    return sorted(out.values(), key=lambda d: (d.operation, RULES.index(d.rule)))
 
 
 def candidate_thresholds(rule: str, current: float) -> list[float]:
@@ -208,10 +288,13 @@ def advice(start: datetime, end: datetime) -> dict:
 
 def timeout_notes(start: datetime, end: datetime) -> list[dict]:
     """Operations where many requests that needed a human got none (the timeout decided)."""
+    # Counting created_at (never NULL, like the id) keeps every column read in the
+    # req_month_review index: PostgreSQL answers from it without reading the rows.
     rows = (
         OversightRequest.objects.filter(created_at__gte=start, created_at__lt=end, critical=True)
         .values("operation")
-        .annotate(critical_n=Count("pk"), timeouts=Count("pk", filter=Q(decision_source=Source.TIMEOUT)))
+        .annotate(critical_n=Count("created_at"),
+                  timeouts=Count("created_at", filter=Q(decision_source=Source.TIMEOUT)))
         .order_by("operation")
     )
     notes = []

@@ -6,6 +6,7 @@ import random
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 
 from oversight import advice
 from oversight.actions import do_change_policy
@@ -61,6 +62,28 @@ def test_what_ifs_match_a_brute_force_recomputation(scraper):
             assert dist.needing_human(t) == brute_needing_human(dist.operation, dist.rule, t), (dist.rule, t)
         critical = OversightRequest.objects.filter(operation=dist.operation, critical=True, created_at__lt=END).count()
         assert dist.critical == critical
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the PostgreSQL passes need PostgreSQL")
+def test_it_finds_the_portable_distributions_in_the_postgresql_passes(scraper):
+    rng = random.Random(5)
+    trusted_agent = make_agent("trusted-1").agent
+    for i in range(400):
+        metrics = {rule: value for rule, value in (
+            ("memory_pressure", round(rng.uniform(40, 100), 2)), ("delegation_depth", rng.randint(0, 9)),
+            ("circular_refs", rng.randint(0, 7))) if rng.random() < 0.7}
+        fate = rng.random()
+        outcome = {}
+        if fate < 0.5:
+            outcome = {"outcome": rng.choice([Status.APPROVED, Status.REJECTED]), "source": Source.OPERATOR}
+        elif fate < 0.7:
+            outcome = {"outcome": Status.APPROVED, "source": Source.TIMEOUT}
+        make_request(trusted_agent if i % 13 == 0 else scraper, START + timedelta(minutes=i),
+                     operation=rng.choice(["web_scrape", "delegate", "shell"]), metrics=metrics, trusted=i % 13 == 0,
+                     always=i % 31 == 0, **outcome)
+    passes = advice.distributions_pg(START, END)
+    assert passes == advice.portable_distributions(START, END)
+    assert sum(len(d.buckets) for d in passes) > 30 and any(d.others for d in passes)
 
 
 def test_at_the_current_threshold_the_what_if_is_what_happened(scraper):
