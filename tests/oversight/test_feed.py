@@ -14,7 +14,7 @@ from django.utils import timezone
 from monitoring.hooks import firing_alerts
 from oversight import actions
 from oversight.asgi import application
-from oversight.events import send_event_now
+from oversight.events import flush_events, send_event_now
 from oversight.models import OversightRequest, Source, Status
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -65,7 +65,11 @@ def session_cookie(user) -> str:
 def submit(agent, summary="Delegate the scrape", *, critical=True, **fields) -> OversightRequest:
     metrics = {"memory_pressure": 95.0 if critical else 5.0}
     submission = actions.Submission(operation="delegate", summary=summary, payload={}, metrics=metrics, **fields)
-    return actions.do_submit(agent.agent, submission)[0]
+    req = actions.do_submit(agent.agent, submission)[0]
+    # Pushes leave through a background sender: let this one go out now, so a feed
+    # opened next sees it in its snapshot and not as a late event.
+    flush_events()
+    return req
 
 
 async def open_feed(cookie: str | None, origin: str | None = SITE, extra: list | None = None):
