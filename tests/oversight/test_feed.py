@@ -183,6 +183,7 @@ async def test_it_sends_nothing_for_a_rolled_back_decision(operator, agent):
         with pytest.raises(RuntimeError), transaction.atomic():
             actions.do_decide(req.id, outcome=Status.APPROVED, source=Source.OPERATOR, by="olivia")
             raise RuntimeError("the surrounding work failed")
+        flush_events()  # anything queued would be on its way now
 
     await database_sync_to_async(decide_then_roll_back)()
     assert await feed.receive_nothing(timeout=0.5)
