@@ -57,9 +57,8 @@ def _server_app():
     original = events._send
 
     def stamped(groups, message):
-        event = message["event"]
-        if event["type"] == "request.created":
-            stamps.write(f"{event['request']['id']} {time.time()}\n")
+        if message["event_type"] == "request.created":
+            stamps.write(f"{json.loads(message['text'])['request']['id']} {time.time()}\n")
         original(groups, message)
 
     events._send = stamped
@@ -77,7 +76,7 @@ async def _fanout(receive, send):
             break
     asked = json.loads(body)
     event = {"type": "bench.fanout", "bench_id": asked["bench_id"], "t0": time.time(), "request": asked["request"]}
-    await get_channel_layer().group_send("feed", {"type": "feed.event", "event": event})
+    await get_channel_layer().group_send("feed", {"type": "feed.event", "text": json.dumps(event, separators=(",", ":"))})
     await send({"type": "http.response.start", "status": 204, "headers": []})
     await send({"type": "http.response.body", "body": b""})
 

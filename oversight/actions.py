@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -78,8 +79,20 @@ def _load(request_id) -> OversightRequest:
 
 
 def _broadcast(req: OversightRequest, event_type: str) -> None:
-    """To the browsers' feed; decisions also to agents long-polling this request."""
-    groups = (FEED_GROUP, request_group(req.id)) if event_type == "request.decided" else (FEED_GROUP,)
+    """To the browsers' feed; decisions also to agents long-polling this request.
+
+    Routine approvals by the policy (the bulk of the traffic, never queued) go to the
+    feed unless OVERSIGHT_FEED_POLICY_DECISIONS is off: every browser gets every
+    event, so at hundreds of sockets they dominate the fan-out.
+    """
+    if event_type != "request.decided":
+        groups = (FEED_GROUP,)
+    elif req.decision_source == Source.POLICY:
+        if not settings.OVERSIGHT_FEED_POLICY_DECISIONS:
+            return
+        groups = (FEED_GROUP,)  # nobody long-polls a request decided at submission
+    else:
+        groups = (FEED_GROUP, request_group(req.id))
     send_event_on_commit(event_type, {"request": request_dict(req)}, groups=groups)
 
 

@@ -62,7 +62,7 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         """The socket only pushes: whatever a browser sends is ignored."""
 
     async def feed_event(self, message):
-        await self.send_json(message["event"])
+        await self.send(text_data=message["text"])
 
 
 def snapshot() -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import logging
 import os
 import threading
@@ -34,13 +35,20 @@ def request_group(request_id) -> str:
 
 def send_event_on_commit(event_type: str, body: dict, *, groups: tuple[str, ...] = (FEED_GROUP,)) -> None:
     """Send `{"type": event_type, **body}` to `groups` once the current transaction commits."""
-    message = {"type": "feed.event", "event": {"type": event_type, **body}}
+    message = feed_message(event_type, body)
     transaction.on_commit(lambda: _send(groups, message))
 
 
 def send_event_now(event_type: str, body: dict, *, groups: tuple[str, ...] = (FEED_GROUP,)) -> None:
     """For events that follow no database write (e.g. a pressure sample already stored)."""
-    _send(groups, {"type": "feed.event", "event": {"type": event_type, **body}})
+    _send(groups, feed_message(event_type, body))
+
+
+def feed_message(event_type: str, body: dict) -> dict:
+    """The channel-layer message: the event already encoded as the frame's text, once,
+    rather than once per socket it fans out to."""
+    text = json.dumps({"type": event_type, **body}, separators=(",", ":"))
+    return {"type": "feed.event", "event_type": event_type, "text": text}
 
 
 def _send(groups: tuple[str, ...], message: dict) -> None:
@@ -53,7 +61,7 @@ def _send(groups: tuple[str, ...], message: dict) -> None:
         try:
             async_to_sync(_group_send_all)(layer, groups, message)
         except Exception:
-            log.exception("Could not send %s", message["event"]["type"])
+            log.exception("Could not send %s", message["event_type"])
         return
     _sender().put(layer, groups, message)
 
@@ -86,7 +94,7 @@ class _Sender:
             try:
                 await _group_send_all(layer, groups, message)
             except Exception:  # a live push must never undo or fail a committed change
-                log.exception("Could not send %s to %s", message["event"]["type"], groups)
+                log.exception("Could not send %s to %s", message["event_type"], groups)
             finally:
                 self.queue.task_done()
 

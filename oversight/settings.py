@@ -142,16 +142,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_url("REDIS_URL", None, schemes=("redis", "rediss", "unix"))
 
 if REDIS_URL:
+    # The pub/sub layer: a group_send is one PUBLISH, and each process fans it out to
+    # its own sockets. The list-based core layer pushes one message per socket through
+    # Redis, which fell behind with hundreds of browsers and a busy agent API.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
-                # redis-py caps a pool at 100 connections and then fails at once;
-                # each waiting agent and open socket may hold one.
-                "hosts": [{"address": REDIS_URL, "max_connections": 1000}],
+                "hosts": [{"address": REDIS_URL}],
                 "prefix": env_str("CHANNEL_PREFIX", "oversight"),
-                "capacity": 1000,
-                "expiry": 60,
             },
         }
     }
@@ -240,6 +239,9 @@ OVERSIGHT_SWEEP_SECONDS = env_float("OVERSIGHT_SWEEP_SECONDS", 1.0, minimum=0.1)
 OVERSIGHT_CALLBACK_MAX_SECONDS = env_int("OVERSIGHT_CALLBACK_MAX_SECONDS", 3600, minimum=1)
 OVERSIGHT_CALLBACK_ALLOWED_HOSTS = env_list("OVERSIGHT_CALLBACK_ALLOWED_HOSTS", [])
 OVERSIGHT_CALLBACK_TIMEOUT = env_float("OVERSIGHT_CALLBACK_TIMEOUT", 5.0, minimum=0.1)
+# Send routine approvals by the policy to the live feed as `request.decided` (the
+# contract); turn off where hundreds of browsers watch a busy API.
+OVERSIGHT_FEED_POLICY_DECISIONS = env_bool("OVERSIGHT_FEED_POLICY_DECISIONS", True)
 # bench/api.py's baseline endpoint (/api/bench/insert); never on in production.
 OVERSIGHT_BENCH = env_bool("OVERSIGHT_BENCH", False)
 # /metrics: open by default; a token, when set, is required as a bearer token.

@@ -259,3 +259,22 @@ async def _socket_event(browser, event_type: str) -> dict:
         event = json.loads(await asyncio.wait_for(browser.recv(), 5))
         if event["type"] == event_type:
             return event
+
+
+async def test_routine_policy_approvals_can_be_kept_off_the_feed(operator, agent, settings):
+    settings.OVERSIGHT_FEED_POLICY_DECISIONS = False
+    feed, _ = await opened(operator)
+    await database_sync_to_async(submit)(agent, "routine", critical=False)
+    assert await feed.receive_nothing(timeout=0.5)
+    critical = await database_sync_to_async(submit)(agent, "needs a look")
+    assert (await next_event(feed, "request.created"))["request"]["id"] == str(critical.id)
+    await feed.disconnect()
+
+
+async def test_a_routine_approval_by_the_policy_is_a_decided_event_by_default(operator, agent):
+    feed, _ = await opened(operator)
+    routine = await database_sync_to_async(submit)(agent, "routine", critical=False)
+    event = await next_event(feed, "request.decided")
+    assert event["request"]["id"] == str(routine.id)
+    assert event["request"]["decision"]["source"] == "policy"
+    await feed.disconnect()
