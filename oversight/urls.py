@@ -2,7 +2,6 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
-from django.views.generic import RedirectView
 
 from oversight import health, views
 from oversight.api import views as api
@@ -25,7 +24,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("login/", auth_views.LoginView.as_view(template_name="login.html", redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", RedirectView.as_view(url="/queue/", permanent=False)),
+    path("", views.home, name="home"),
     path("queue/", views.queue, name="queue"),
     path("requests/<uuid:request_id>/", views.request_page, name="request"),
     path("requests/<uuid:request_id>/decide", views.decide, name="decide"),

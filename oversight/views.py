@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from monitoring.hooks import firing_alerts
 from oversight import actions
 from oversight.models import FINAL_STATUSES, OversightRequest, Source, Status
-from oversight.roles import MANAGERS, OPERATORS, has_role, role_required
+from oversight.roles import MANAGERS, OPERATORS, has_role, is_manager, is_operator, role_required
 from oversight.serializers import iso, request_dict
 
 OUTCOMES = {"approve": Status.APPROVED, "reject": Status.REJECTED}
@@ -41,6 +41,14 @@ HISTORY_PAGE_SIZE = 50
 # Payloads longer than this (formatted) start collapsed on the request page.
 PAYLOAD_COLLAPSE_CHARS = 2000
 MEMORY_WINDOW = timedelta(minutes=10)
+
+
+@require_GET
+def home(request: HttpRequest):
+    """`/` is the queue; a manager who is not also an operator lands on the reports."""
+    if request.user.is_authenticated and is_manager(request.user) and not is_operator(request.user):
+        return redirect("/reports/")
+    return redirect("/queue/")
 
 
 @require_GET

@@ -221,3 +221,13 @@ def test_it_ignores_bad_filters_and_cursors(client, operator, agent):
         response = client.get(f"/history/?{query}")
         assert response.status_code == 200, query
         assert str(kept.id) in response.content.decode(), query
+
+
+@pytest.mark.django_db
+def test_the_start_page_sends_each_role_to_its_page(client, operator, manager):
+    assert client.get("/")["Location"] == "/queue/"
+    client.login(username="olivia", password="correct horse battery")
+    assert client.get("/")["Location"] == "/queue/"
+    client.logout()
+    client.login(username="maria", password="correct horse battery")
+    assert client.get("/")["Location"] == "/reports/"
