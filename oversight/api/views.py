@@ -227,15 +227,30 @@ async def _wait_for_decision(request_id, deadline: datetime | None, seconds: int
             end = min(end, asyncio.get_running_loop().time() + until_deadline)
         while (remaining := end - asyncio.get_running_loop().time()) > 0:
             try:
-                await asyncio.wait_for(layer.receive(channel), timeout=remaining)
+                message = await asyncio.wait_for(layer.receive(channel), timeout=remaining)
             except TimeoutError:
                 break
+            decided = _decided_resource(message)
+            if decided is not None:
+                # The push carries the resource as committed: no need to read it again.
+                return decided
             req = await _in_thread(_reload, request_id)
             if req["status"] != Status.PENDING:
                 return req
         return await _in_thread(_reload, request_id)
     finally:
         await layer.group_discard(group, channel)
+
+
+def _decided_resource(message: dict) -> dict | None:
+    try:
+        event = json.loads(message["text"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if event.get("type") != "request.decided":
+        return None
+    resource = event.get("request")
+    return resource if isinstance(resource, dict) and resource.get("status") != Status.PENDING else None
 
 
 def _reload(request_id) -> dict:
