@@ -333,6 +333,10 @@ def handle_one_escalation(request_id, *, now: datetime) -> bool:
             data={"contacts": req.policy.escalation_contacts},
         )
         _broadcast(req, "request.escalated")
+        if req.policy.escalation_contacts:
+            from oversight.tasks import notify_escalation
+
+            transaction.on_commit(lambda: _enqueue(notify_escalation, str(request_id)))
     return True
 
 

@@ -226,6 +226,7 @@ class AuditEvent(models.Model):
         SUBMITTED = "submitted"
         EVALUATED = "evaluated"
         ESCALATED = "escalated"
+        ESCALATION_NOTIFIED = "escalation_notified"
         DECIDED = "decided"
         CANCELLED = "cancelled"
         CALLBACK_DELIVERED = "callback_delivered"
