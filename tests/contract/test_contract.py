@@ -236,6 +236,14 @@ def test_it_returns_the_same_request_for_an_idempotent_retry_and_409_for_another
                  409, "idempotency_conflict")
 
 
+def test_it_counts_a_null_metric_as_absent_and_keeps_other_numbers(live, agent):
+    metrics = {"memory_pressure": None, "delegation_depth": 5, "circular_refs": None, "host": "box-1", "threads": 12}
+    resource = submit(live, agent, metrics=metrics)
+    fired = {t["rule"]: t["fired"] for t in resource["triggers"]}
+    assert fired["delegation_depth"] is True and fired["circular_refs"] is False
+    assert resource["metrics"]["threads"] == 12 and resource["metrics"]["host"] == "box-1"
+
+
 def test_it_refuses_a_timeout_longer_than_the_policys(live, agent):
     error = assert_error(api(live, agent, "POST", "/requests", json=EXAMPLE | {"timeout_seconds": 301,
                                                                               "idempotency_key": "long"}),
@@ -254,6 +262,12 @@ def test_it_answers_every_bad_input_with_the_one_error_shape(live, agent, other_
     assert_error(api(live, agent, "POST", "/requests", json={"operation": "delegate", "summary": "x",
                                                              "metrics": {"memory_pressure": True}}),
                  400, "validation_error")
+    assert_error(api(live, agent, "POST", "/requests", json={"operation": "delegate", "summary": "x", "payload": [1]}),
+                 400, "validation_error")
+    assert_error(api(live, agent, "POST", "/requests", json={"operation": "delegate", "summary": ""}),
+                 400, "validation_error")
+    assert_error(api(live, agent, "POST", "/requests", json=["not", "an", "object"]), 400, "validation_error")
+    assert_error(api(live, agent, "GET", "/nothing-here"), 404, "not_found")
     assert_error(api(live, agent, "POST", "/requests", content=b'{"operation": ',
                      headers={"Content-Type": "application/json"}), 400, "malformed_json")
     assert_error(api(live, agent, "POST", "/requests", content=b"operation=delegate",
