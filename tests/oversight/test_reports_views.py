@@ -16,7 +16,7 @@ from tests.oversight.report_helpers import at, make_request
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "correct horse battery"
-PAGES = ("/reports/", "/reports/2026-11/", "/reports/2026-11.csv")
+PAGES = ("/reports/", "/reports/2026-11/", "/reports/2026-11.csv", "/reports/2026-11/.csv", "/reports/2026-11/csv")
 
 
 @pytest.fixture
@@ -104,3 +104,12 @@ def test_the_list_shows_months_with_data_and_links_them(client, manager, scraper
     make_request(scraper, at("2026-09-03 10:00"))
     page = signed_in(client, manager).get("/reports/").content.decode()
     assert 'href="/reports/2026-09/"' in page and 'href="/reports/2026-09.csv"' in page
+
+
+def test_the_csv_answers_at_each_spelling_of_its_address(client, manager, scraper):
+    make_request(scraper, at("2026-11-03 10:00"), operation="web_scrape")
+    signed_in(client, manager)
+    bodies = {path: client.get(path).content for path in ("/reports/2026-11.csv", "/reports/2026-11/.csv",
+                                                          "/reports/2026-11/csv")}
+    assert len(set(bodies.values())) == 1
+    assert next(iter(bodies.values())).startswith(b"section,name,metric,value")
