@@ -235,3 +235,26 @@ def test_concurrent_duplicates_make_one_row(agent):
     assert sorted(statuses) == [200] * 7 + [201]
     assert len(set(ids)) == 1
     assert OversightRequest.objects.count() == 1
+
+
+def test_a_database_that_is_down_is_a_503_to_retry_not_a_500(client, agent):
+    from django.db import connections
+
+    config = connections.settings["default"]
+    saved = dict(config)
+    connections.close_all()
+    if config["ENGINE"].endswith("sqlite3"):
+        config["NAME"] = "/nonexistent-dir/none.sqlite3"
+    else:
+        connections["default"].close_pool()
+        config["PORT"] = 1
+    try:
+        response = submit(client, agent)
+    finally:
+        connections.close_all()
+        if not config["ENGINE"].endswith("sqlite3"):
+            connections["default"].close_pool()
+        config.update(saved)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"
+    assert submit(client, agent).status_code == 201  # and it recovers
