@@ -120,6 +120,17 @@ class Policy(models.Model):
         return {name: getattr(self, name) for name in self.SETTING_FIELDS}
 
 
+# The reasons operators pick from when rejecting (free text is always allowed); the
+# monthly review tells presets from free text.
+REJECT_PRESETS = (
+    "Memory pressure too high right now",
+    "Delegation too deep",
+    "Circular references: fix before retrying",
+    "Not expected for this agent",
+    "Payload looks wrong",
+)
+
+
 class Status(models.TextChoices):
     PENDING = "pending"
     APPROVED = "approved"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
-from importlib import import_module
 
 from django.apps import apps
 from django.db import connection
@@ -21,7 +20,7 @@ from django.db.models import Count, F, FloatField, Func, Max, Q, Sum, Value
 from django.db.models.functions import Coalesce, Greatest, Least, Lower, Trim, TruncDate
 from django.utils import timezone
 
-from oversight.models import MonthlyReview, OversightRequest, Source, Status
+from oversight.models import REJECT_PRESETS, MonthlyReview, OversightRequest, Source, Status
 
 MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 PERCENTILES = (0.5, 0.9, 0.99)
@@ -258,14 +257,8 @@ def operator_rows(rows, medians: dict) -> list[dict]:
     ]
 
 
-def reject_presets() -> tuple[str, ...]:
-    """The preset reasons the queue offers, when it offers any (`oversight.views.REJECT_PRESETS`)."""
-    views = import_module("oversight.views")
-    return tuple(getattr(views, "REJECT_PRESETS", ()) or ())
-
-
 def reject_reasons(operator_decisions) -> list[dict]:
-    presets = {p.strip().lower() for p in reject_presets()}
+    presets = {p.strip().lower() for p in REJECT_PRESETS}
     rows = (
         operator_decisions.filter(status=Status.REJECTED)
         .annotate(reason=Lower(Trim("decision_reason")))
@@ -273,7 +266,7 @@ def reject_reasons(operator_decisions) -> list[dict]:
         .annotate(n=Count("pk"))
         .order_by("-n", "reason")[:TOP_REASONS]
     )
-    return [{"reason": row["reason"][:300], "count": row["n"], "preset": row["reason"] in presets} for row in rows]
+    return [{"reason": row["reason"][:300], "count": row["n"], "preset": row["reason"].strip().lower() in presets} for row in rows]
 
 
 def _ttd_histogram(operator_decisions) -> list[dict]:

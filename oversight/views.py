@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from monitoring.hooks import firing_alerts
 from oversight import actions
-from oversight.models import FINAL_STATUSES, OversightRequest, Source, Status
+from oversight.models import FINAL_STATUSES, REJECT_PRESETS, OversightRequest, Source, Status
 from oversight.roles import MANAGERS, OPERATORS, has_role, is_manager, is_operator, role_required
 from oversight.serializers import iso, request_dict
 
@@ -30,13 +30,6 @@ def _wants_json(request: HttpRequest) -> bool:
 
 
 # Preset reasons offered when rejecting; the operator may write their own instead.
-REJECT_REASONS = (
-    "Memory pressure too high right now",
-    "Delegation too deep",
-    "Circular references: fix before retrying",
-    "Not expected for this agent",
-    "Payload looks wrong",
-)
 HISTORY_PAGE_SIZE = 50
 # Payloads longer than this (formatted) start collapsed on the request page.
 PAYLOAD_COLLAPSE_CHARS = 2000
@@ -65,7 +58,7 @@ def queue(request: HttpRequest):
         "queue.html",
         {
             "pending": resources,
-            "reject_reasons": REJECT_REASONS,
+            "reject_reasons": REJECT_PRESETS,
             "alerts": firing_alerts(),
             "server_now": iso(timezone.now()),
         },
@@ -93,7 +86,7 @@ def request_page(request: HttpRequest, request_id):
             "events": list(req.events.all()),
             "memory": _agent_memory(req),
             "can_decide": req.status == Status.PENDING and has_role(request.user, OPERATORS),
-            "reject_reasons": REJECT_REASONS,
+            "reject_reasons": REJECT_PRESETS,
             "server_now": iso(timezone.now()),
         },
     )

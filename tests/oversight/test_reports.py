@@ -270,3 +270,15 @@ def test_without_monitoring_models_memory_is_not_measured_never_zero(monkeypatch
     assert data["memory"] == {"alerts_measured": False, "leaks_measured": False}
     memory_rows = next(t for t in reports.tables(data) if t["title"] == "Memory")["rows"]
     assert memory_rows == [["Memory alerts", "not measured"], ["Leak suspects", "not measured"]]
+
+
+def test_it_tells_preset_reasons_from_free_text(scraper):
+    from oversight.models import REJECT_PRESETS
+
+    t = at("2026-11-10 09:00")
+    make_request(scraper, t, metrics=DEEP, outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia",
+                 reason=REJECT_PRESETS[1], after=10)
+    make_request(scraper, t, metrics=DEEP, outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia",
+                 reason="my own words", after=10)
+    reasons = {r["reason"]: r["preset"] for r in nov()["reject_reasons"]}
+    assert reasons == {REJECT_PRESETS[1].lower(): True, "my own words": False}
