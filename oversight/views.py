@@ -127,27 +127,40 @@ def history(request: HttpRequest):
     form = HistoryFilters(request.GET)
     form.is_valid()  # an invalid field is dropped from cleaned_data and shown as an error
     rows = _decided(form.cleaned_data)
-    cursor = _decode_history_cursor(request.GET.get("after", ""))
-    if cursor is not None:
-        at, last_id = cursor
-        # Keyset pagination on the (decided_at DESC, id DESC) index: each page
-        # costs the same at row one million as at row one.
-        rows = rows.filter(Q(decided_at__lt=at) | Q(decided_at=at, id__lt=last_id))
-    page = list(rows[: HISTORY_PAGE_SIZE + 1])
-    more = len(page) > HISTORY_PAGE_SIZE
-    page = page[:HISTORY_PAGE_SIZE]
+    # Keyset pagination on the (decided_at DESC, id DESC) index: each page costs the
+    # same at row one million as at row one. `after` pages to older rows, `before`
+    # back to newer ones.
+    after = _decode_history_cursor(request.GET.get("after", ""))
+    before = None if after else _decode_history_cursor(request.GET.get("before", ""))
+    if before is not None:
+        at, last_id = before
+        newer = rows.filter(Q(decided_at__gt=at) | Q(decided_at=at, id__gt=last_id)).order_by("decided_at", "id")
+        page = list(newer[: HISTORY_PAGE_SIZE + 1])
+        has_newer, has_older = len(page) > HISTORY_PAGE_SIZE, True
+        page = page[:HISTORY_PAGE_SIZE][::-1]
+    else:
+        if after is not None:
+            at, last_id = after
+            rows = rows.filter(Q(decided_at__lt=at) | Q(decided_at=at, id__lt=last_id))
+        page = list(rows[: HISTORY_PAGE_SIZE + 1])
+        has_older, has_newer = len(page) > HISTORY_PAGE_SIZE, after is not None
+        page = page[:HISTORY_PAGE_SIZE]
     query = request.GET.copy()
     query.pop("after", None)
-    first_query = query.urlencode() if cursor is not None else None
-    next_query = None
-    if more:
-        query["after"] = _encode_history_cursor(page[-1])
-        next_query = query.urlencode()
-    return render(
-        request,
-        "history.html",
-        {"form": form, "requests": page, "next_query": next_query, "first_query": first_query},
-    )
+    query.pop("before", None)
+    links = {"first_query": query.urlencode() if (after or before) else None, "next_query": None, "prev_query": None}
+    if page and has_older:
+        links["next_query"] = _with(query, after=_encode_history_cursor(page[-1]))
+    if page and has_newer:
+        links["prev_query"] = _with(query, before=_encode_history_cursor(page[0]))
+    return render(request, "history.html", {"form": form, "requests": page, **links})
+
+
+def _with(query, **extra) -> str:
+    query = query.copy()
+    for name, value in extra.items():
+        query[name] = value
+    return query.urlencode()
 
 
 def _decided(filters: dict):
@@ -180,7 +193,9 @@ def _day_start(day) -> datetime:
 
 
 def _encode_history_cursor(req: OversightRequest) -> str:
-    return f"{iso(req.decided_at)}_{req.id}"
+    # Full precision: a cursor rounded to milliseconds would skip rows decided within
+    # the same millisecond as the page's last one.
+    return f"{req.decided_at.isoformat()}_{req.id}"
 
 
 def _decode_history_cursor(raw: str):

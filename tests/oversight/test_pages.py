@@ -214,10 +214,34 @@ def test_it_pages_history_with_a_cursor(client, operator, agent, monkeypatch):
     assert seen == [r.id for r in reversed(made)]
 
 
+def test_it_pages_back_to_newer_rows(client, operator, agent, monkeypatch):
+    monkeypatch.setattr("oversight.views.HISTORY_PAGE_SIZE", 2)
+    made = [decided(agent, f"number {i}") for i in range(5)]
+    client.force_login(operator)
+
+    def page(url):
+        html = client.get(url).content.decode()
+        ids = sorted((r.id for r in made if str(r.id) in html), key=lambda i: html.index(str(i)))
+        links = {rel: "/history/?" + q.replace("&amp;", "&") for q, rel in re.findall(r'href="\?([^"]+)" rel="(next|prev)"', html)}
+        return ids, links
+
+    newest_first = [r.id for r in reversed(made)]
+    first, links = page("/history/")
+    assert first == newest_first[:2] and "prev" not in links
+    second, links = page(links["next"])
+    third, links = page(links["next"])
+    assert third == newest_first[4:] and "next" not in links
+    back, links = page(links["prev"])
+    assert back == second == newest_first[2:4]
+    top, links = page(links["prev"])
+    assert top == first and "prev" not in links
+
+
 def test_it_ignores_bad_filters_and_cursors(client, operator, agent):
     kept = decided(agent, "still here")
     client.force_login(operator)
-    for query in ("after=garbage", "after=2026-01-01T00:00:00Z_nope", "since=yesterday", "status=bogus", "after=_"):
+    for query in ("after=garbage", "after=2026-01-01T00:00:00Z_nope", "since=yesterday", "status=bogus", "after=_",
+                  "before=garbage", "before=_"):
         response = client.get(f"/history/?{query}")
         assert response.status_code == 200, query
         assert str(kept.id) in response.content.decode(), query
