@@ -9,12 +9,14 @@ also gets its own channel-layer prefix so it never hears another run's events.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
 _supervisor = None
+_scratch: list[str] = []
 
 
 @pytest.hookimpl(wrapper=True)
@@ -24,12 +26,17 @@ def pytest_load_initial_conftests(early_config, parser, args):
         from oversight.runner import Supervisor, start_redis
 
         _supervisor = Supervisor(prefix_logs=False)
-        os.environ["REDIS_URL"] = start_redis(_supervisor, Path(tempfile.mkdtemp(prefix="oversight-redis-")))
+        _scratch.append(tempfile.mkdtemp(prefix="oversight-redis-"))
+        os.environ["REDIS_URL"] = start_redis(_supervisor, Path(_scratch[-1]))
     os.environ.setdefault("CHANNEL_PREFIX", f"oversight-test-{os.getpid()}")
-    os.environ.setdefault("OVERSIGHT_TEST_SQLITE", str(Path(tempfile.mkdtemp(prefix="oversight-db-")) / "test.sqlite3"))
+    if not os.environ.get("OVERSIGHT_TEST_SQLITE"):
+        _scratch.append(tempfile.mkdtemp(prefix="oversight-db-"))
+        os.environ["OVERSIGHT_TEST_SQLITE"] = str(Path(_scratch[-1]) / "test.sqlite3")
     return (yield)
 
 
 def pytest_unconfigure(config):
     if _supervisor is not None:
         _supervisor.stop()
+    for folder in _scratch:
+        shutil.rmtree(folder, ignore_errors=True)
