@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,18 +23,10 @@ from pathlib import Path
 
 import httpx
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BASE_DIR))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from oversight.runner import Supervisor, free_port, start_redis, wait_for_port, web_argv  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+from bench.common import bench_env, django_here, migrated_agent_key, percentile
+from oversight.runner import Supervisor, free_port, wait_for_port, web_argv
 
 
 async def load(url: str, make_request, concurrency: int, seconds: float) -> tuple[float, list[float], int]:
@@ -130,21 +120,10 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="oversight-bench-"))
     supervisor = Supervisor(prefix_logs=False)
-    env = dict(os.environ)
-    env.setdefault("DATABASE_URL", f"sqlite:///{work / 'bench.sqlite3'}")
     try:
-        if not env.get("REDIS_URL"):
-            env["REDIS_URL"] = start_redis(supervisor, work)
-        env |= {
-            "OVERSIGHT_VAR_DIR": str(work), "OVERSIGHT_BENCH": "1", "SECRET_KEY": "bench",
-            "OVERSIGHT_RATE_LIMIT_PER_MINUTE": "100000000", "LOG_LEVEL": "WARNING",
-        }
+        env = bench_env(work, supervisor)
         database = env["DATABASE_URL"].split("://")[0]
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=BASE_DIR, env=env, check=True)
-        key = subprocess.run(
-            [sys.executable, "manage.py", "create_agent", f"bench-{os.getpid()}"], cwd=BASE_DIR, env=env,
-            check=True, capture_output=True, text=True,
-        ).stdout.strip().splitlines()[-1]
+        key = migrated_agent_key(env)
         headers = {"Authorization": f"Bearer {key}"}
         port = free_port()
         supervisor.start("web", web_argv(port, workers=args.web_workers), env=env, log=work / "web.log")
@@ -174,14 +153,7 @@ def main() -> int:
                   f"{percentile(base_lat, 99) * 1e3:>7.1f} | {api:>9.0f} {percentile(api_lat, 50) * 1e3:>7.1f} "
                   f"{percentile(api_lat, 99) * 1e3:>7.1f} | {api / base:>5.2f} | {errors}")
 
-        os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "OVERSIGHT_VAR_DIR", "SECRET_KEY")})
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oversight.settings")
-        import django
-
-        django.setup()
-        import logging
-
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        django_here(env)
         for parallel, rounds in ((1, args.rounds), (8, args.rounds), (200, 2)):
             latencies = asyncio.run(decision_latency(url, headers, rounds, parallel))
             print(f"\nDecision → long-polling agent ({parallel} waiting at once, {len(latencies)} decisions): "

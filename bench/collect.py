@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 from bench.api import load  # noqa: E402
-from oversight.runner import Supervisor, free_port, start_redis, wait_for_port, web_argv  # noqa: E402
+from bench.common import bench_env, django_here, migrated_agent_key  # noqa: E402
+from oversight.runner import Supervisor, free_port, wait_for_port, web_argv  # noqa: E402
 
 
 def cpu_per_call(func, n: int) -> float:
@@ -107,26 +107,10 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="oversight-bench-"))
     supervisor = Supervisor(prefix_logs=False)
-    env = dict(os.environ)
-    env.setdefault("DATABASE_URL", f"sqlite:///{work / 'bench.sqlite3'}")
     try:
-        if not env.get("REDIS_URL"):
-            env["REDIS_URL"] = start_redis(supervisor, work)
-        env |= {"OVERSIGHT_VAR_DIR": str(work), "OVERSIGHT_BENCH": "1", "SECRET_KEY": "bench",
-                "OVERSIGHT_RATE_LIMIT_PER_MINUTE": "100000000", "LOG_LEVEL": "WARNING"}
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=BASE_DIR, env=env, check=True)
-        key = subprocess.run(
-            [sys.executable, "manage.py", "create_agent", f"bench-{os.getpid()}"], cwd=BASE_DIR, env=env,
-            check=True, capture_output=True, text=True,
-        ).stdout.strip().splitlines()[-1]
-        os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "OVERSIGHT_VAR_DIR", "SECRET_KEY", "LOG_LEVEL")})
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oversight.settings")
-        import django
-
-        django.setup()
-        import logging
-
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        env = bench_env(work, supervisor)
+        key = migrated_agent_key(env)
+        django_here(env)
         print(f"database: {env['DATABASE_URL'].split('://')[0]}")
         collection_table(args.calls)
 

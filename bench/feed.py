@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -84,11 +83,7 @@ async def _fanout(receive, send):
 # --- The driver ---------------------------------------------------------------------------
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+from bench.common import manage, migrated_agent_key, percentile  # noqa: E402
 
 
 class Sockets:
@@ -266,12 +261,8 @@ def main() -> int:
     }
     env.setdefault("DATABASE_URL", f"sqlite:///{work / 'bench.sqlite3'}")
     try:
-        manage = [sys.executable, "manage.py"]
-        subprocess.run([*manage, "migrate", "-v", "0"], cwd=BASE_DIR, env=env, check=True)
-        subprocess.run([*manage, "create_user", "bench-operator", "--role", "operator", "--password", PASSWORD],
-                       cwd=BASE_DIR, env=env, check=True, capture_output=True)
-        key = subprocess.run([*manage, "create_agent", f"bench-{os.getpid()}"], cwd=BASE_DIR, env=env, check=True,
-                             capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        key = migrated_agent_key(env)
+        manage(env, "create_user", "bench-operator", "--role", "operator", "--password", PASSWORD)
         rows = []
         for layer in args.layers.split(","):
             if layer == "memory":
