@@ -33,6 +33,28 @@ def request_group(request_id) -> str:
     return f"request.{request_id}"
 
 
+async def forget_channel(layer, channel: str) -> None:
+    """Let the channel layer drop a channel made with `new_channel()` that is no longer read.
+
+    The pub/sub layer keeps a channel (and its Redis subscription) until a `receive` on
+    it is cancelled: a receive that got its message leaves it behind. So start one
+    more receive and cancel it once it waits; repeat if a message was still queued.
+    Call it only for a channel whose last receive was not cancelled (a cancelled one is
+    already released, and a new receive would subscribe it again).
+    """
+    for _ in range(10):
+        task = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0)  # let it reach its wait
+        if task.done():
+            continue  # it took a queued message; the channel is still there
+        task.cancel()
+        try:
+            await task
+        except BaseException:  # noqa: S110 — CancelledError is the expected end
+            pass
+        return
+
+
 def send_event_on_commit(event_type: str, body: dict, *, groups: tuple[str, ...] = (FEED_GROUP,)) -> None:
     """Send `{"type": event_type, **body}` to `groups` once the current transaction commits."""
     message = feed_message(event_type, body)

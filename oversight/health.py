@@ -11,6 +11,8 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
+from oversight.events import forget_channel
+
 log = logging.getLogger(__name__)
 TIMEOUT = 2.0
 
@@ -29,6 +31,9 @@ async def _channel_layer() -> None:
     channel = await layer.new_channel()
     await layer.send(channel, {"type": "health.ping"})
     await layer.receive(channel)
+    # Only a receive that got its message gets here; a cancelled one (the check timing
+    # out) has already released the channel.
+    await forget_channel(layer, channel)
 
 
 def _broker() -> None:

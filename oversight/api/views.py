@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from oversight import actions
 from oversight.api import schemas
 from oversight.api.errors import ApiError, error_response, method_not_allowed, not_found, validation_error
-from oversight.events import request_group
+from oversight.events import forget_channel, request_group
 from oversight.models import ApiKey, OversightRequest, Status, hash_key
 from oversight.serializers import request_dict
 
@@ -215,6 +215,7 @@ async def _wait_for_decision(request_id, deadline: datetime | None, seconds: int
     group = request_group(request_id)
     channel = await layer.new_channel()
     await layer.group_add(group, channel)
+    released = False  # a cancelled receive (the wait timing out) releases the channel itself
     try:
         # Subscribed first, then look again: a decision committed in between is not missed.
         req = await _in_thread(_reload, request_id)
@@ -229,6 +230,7 @@ async def _wait_for_decision(request_id, deadline: datetime | None, seconds: int
             try:
                 message = await asyncio.wait_for(layer.receive(channel), timeout=remaining)
             except TimeoutError:
+                released = True
                 break
             decided = _decided_resource(message)
             if decided is not None:
@@ -240,6 +242,8 @@ async def _wait_for_decision(request_id, deadline: datetime | None, seconds: int
         return await _in_thread(_reload, request_id)
     finally:
         await layer.group_discard(group, channel)
+        if not released:
+            await forget_channel(layer, channel)
 
 
 def _decided_resource(message: dict) -> dict | None:
