@@ -103,7 +103,6 @@ class Policy(models.Model):
     def __str__(self) -> str:
         return f"{self.operation} v{self.version}"
 
-    RULE_FIELDS = ("memory_pressure", "delegation_depth", "circular_refs", "always")
     SETTING_FIELDS = (
         "memory_pressure",
         "delegation_depth",
@@ -220,14 +219,6 @@ class OversightRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation} by {self.agent_id} ({self.status})"
-
-    @property
-    def is_final(self) -> bool:
-        return self.status != Status.PENDING
-
-    @property
-    def fired(self) -> list[dict]:
-        return [t for t in self.triggers if t.get("fired")]
 
 
 class AuditEvent(models.Model):

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from monitoring.hooks import firing_alerts
 from oversight import actions
+from oversight.api.errors import error_response
 from oversight.models import FINAL_STATUSES, REJECT_PRESETS, OversightRequest, Source, Status
 from oversight.roles import MANAGERS, OPERATORS, has_role, is_manager, is_operator, role_required
 from oversight.serializers import iso, request_dict
@@ -305,19 +306,15 @@ def _next_url(request: HttpRequest) -> str:
 # --- Error pages: JSON under /api/, pages elsewhere ---------------------------------------
 
 
-def _api_error(status: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "message": message, "details": {}}}, status=status)
-
-
 def not_found(request: HttpRequest, exception=None) -> HttpResponse:
     if request.path.startswith("/api/"):
-        return _api_error(404, "not_found", "No such endpoint.")
+        return error_response(404, "not_found", "No such endpoint.")
     return render(request, "error.html", {"title": "Not found", "message": "There is nothing at this address."}, status=404)
 
 
 def forbidden(request: HttpRequest, exception=None) -> HttpResponse:
     if request.path.startswith("/api/"):
-        return _api_error(403, "forbidden", "Not allowed.")
+        return error_response(403, "forbidden", "Not allowed.")
     if _wants_json(request):
         return JsonResponse({"error": {"code": "forbidden", "message": str(exception or "Not allowed.")}}, status=403)
     return render(request, "error.html", {"title": "Not allowed", "message": str(exception or "")}, status=403)
@@ -325,13 +322,13 @@ def forbidden(request: HttpRequest, exception=None) -> HttpResponse:
 
 def bad_request(request: HttpRequest, exception=None) -> HttpResponse:
     if request.path.startswith("/api/"):
-        return _api_error(400, "validation_error", "Bad request.")
+        return error_response(400, "validation_error", "Bad request.")
     return render(request, "error.html", {"title": "Bad request", "message": ""}, status=400)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     if request.path.startswith("/api/"):
-        return _api_error(503, "unavailable", "The request could not be completed; retry shortly.")
+        return error_response(503, "unavailable", "The request could not be completed; retry shortly.")
     return render(request, "error.html", {"title": "Something went wrong", "message": "Please retry."}, status=500)
 
 

@@ -113,10 +113,6 @@ class SubmitRequest(BaseModel):
         return value
 
 
-class CancelResponse(BaseModel):
-    pass
-
-
 class GcFigures(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 

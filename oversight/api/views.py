@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import time
+import uuid
 from datetime import datetime
 
 from asgiref.sync import sync_to_async
@@ -389,10 +390,7 @@ def _decode_cursor(cursor: str):
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, _, request_id = raw.partition("|")
-        created_at = datetime.fromisoformat(stamp)
-        import uuid
-
-        return created_at, uuid.UUID(request_id)
+        return datetime.fromisoformat(stamp), uuid.UUID(request_id)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
 
