@@ -15,7 +15,7 @@ Then, for November (a third of the rows), it times, best of --repeat runs:
     that reads the month), measured in the same run;
   - the month's review, live (every figure, percentiles included, plus the month before);
   - its request figures (and the month before's headline) both ways: the portable
-    queries (the SQLite path) and the PostgreSQL passes (oversight/reports_pg.py);
+    queries (the SQLite path) and the PostgreSQL passes (oversight/reviews/reports_pg.py);
   - the threshold advice (what-ifs for every operation and rule, suggestions);
   - the review once a snapshot is stored (what old months cost).
 Each is printed in seconds and as a ratio to the baseline. Goal: review ≤ 2 s.
@@ -150,8 +150,8 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from oversight import advice, reports, reports_pg
     from oversight.models import MonthlyReview, OversightRequest
+    from oversight.reviews import advice, reports, reports_pg
 
     if not args.no_load:
         seconds = load(args.requests)

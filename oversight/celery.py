@@ -30,7 +30,7 @@ def _schedule(sender, **kwargs) -> None:
 
     monitoring_schedule(sender)
 
-    from oversight.report_tasks import schedule as reports_schedule
+    from oversight.reviews.tasks import schedule as reports_schedule
 
     reports_schedule(sender)
 

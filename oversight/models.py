@@ -197,7 +197,7 @@ class OversightRequest(models.Model):
             models.Index(fields=["-decided_at", "-id"], name="req_decided"),
             # Reports by month of submission.
             models.Index(fields=["created_at"], name="req_created"),
-            # The monthly review's passes over a month (oversight/reports_pg.py) and the
+            # The monthly review's passes over a month (oversight/reviews/reports_pg.py) and the
             # advice's counts: every column they read, so PostgreSQL scans this narrow
             # index (index-only) instead of the wide rows with their JSON. All key
             # columns, no INCLUDE: SQLite has no INCLUDE, and every column is bounded.

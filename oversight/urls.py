@@ -31,7 +31,7 @@ urlpatterns = [
     path("requests/decide", views.decide_bulk, name="decide-bulk"),
     path("history/", views.history, name="history"),
     path("", include("monitoring.urls")),
-    path("", include("oversight.reports_urls")),
+    path("", include("oversight.reviews.urls")),
     path("admin/", admin.site.urls),
 ]
 

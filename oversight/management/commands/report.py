@@ -2,7 +2,7 @@ import csv
 
 from django.core.management.base import BaseCommand, CommandError
 
-from oversight import reports
+from oversight.reviews import reports
 
 
 class Command(BaseCommand):

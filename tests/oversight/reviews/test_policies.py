@@ -7,7 +7,7 @@ import pytest
 from oversight.models import AuditEvent, Policy
 from oversight.policy import current_policy, ensure_default_policy
 from tests.conftest import make_agent
-from tests.oversight.report_helpers import at, make_request
+from tests.oversight.reviews.helpers import at, make_request
 
 pytestmark = pytest.mark.django_db
 

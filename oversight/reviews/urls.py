@@ -7,7 +7,7 @@ the contract's "(+ `.csv`)" as a suffix of the page's address.
 
 from django.urls import path, re_path
 
-from oversight import report_views
+from oversight.reviews import views as report_views
 
 urlpatterns = [
     path("reports/", report_views.report_list, name="reports"),

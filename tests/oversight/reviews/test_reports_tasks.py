@@ -7,9 +7,9 @@ import time_machine
 
 from oversight.celery import app
 from oversight.models import MonthlyReview
-from oversight.report_tasks import handle_monthly_review
+from oversight.reviews.tasks import handle_monthly_review
 from tests.conftest import make_agent
-from tests.oversight.report_helpers import at, make_request
+from tests.oversight.reviews.helpers import at, make_request
 
 pytestmark = pytest.mark.django_db
 

@@ -415,7 +415,7 @@ def figures(start: datetime, end: datetime, *, now: datetime | None = None) -> d
     now = now or timezone.now()
     if _on_postgresql():
         # Imported here: it builds on this module's shaping helpers.
-        from oversight import reports_pg
+        from oversight.reviews import reports_pg
 
         found = reports_pg.request_figures(start, end)
     else:
@@ -431,7 +431,7 @@ def figures(start: datetime, end: datetime, *, now: datetime | None = None) -> d
 
 def request_figures(start: datetime, end: datetime) -> dict:
     """The request figures of [start, end) with portable queries, one per table (the
-    SQLite path; `oversight.reports_pg` computes the same on PostgreSQL in fewer passes)."""
+    SQLite path; `oversight.reviews.reports_pg` computes the same on PostgreSQL in fewer passes)."""
     requests = OversightRequest.objects.filter(created_at__gte=start, created_at__lt=end)
     operator_decisions = requests.filter(decision_source=Source.OPERATOR)
     ttd_by_operation = duration_stats(operator_decisions, "operation")
@@ -489,7 +489,7 @@ def _previous_headline(month: date, now: datetime) -> dict | None:
     if start >= now:
         return None
     if _on_postgresql():
-        from oversight import reports_pg
+        from oversight.reviews import reports_pg
 
         return reports_pg.period_headline(start, end)
     return period_headline(start, end)

@@ -18,9 +18,10 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from oversight import actions, advice, reports
+from oversight import actions
 from oversight.models import Policy, TimeoutAction
 from oversight.policy import RULES, current_policy
+from oversight.reviews import advice, reports
 from oversight.roles import MANAGERS, role_required
 
 OPERATION_RE = re.compile(r"^(\*|[a-z0-9][a-z0-9_.-]{0,63})$")

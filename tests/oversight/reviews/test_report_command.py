@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from oversight.models import Source, Status
 from tests.conftest import make_agent
-from tests.oversight.report_helpers import at, make_request
+from tests.oversight.reviews.helpers import at, make_request
 
 pytestmark = pytest.mark.django_db
 

@@ -7,10 +7,10 @@ from datetime import date, timedelta
 
 import pytest
 
-from oversight import reports
 from oversight.models import MonthlyReview, Source, Status
+from oversight.reviews import reports
 from tests.conftest import make_agent
-from tests.oversight.report_helpers import at, make_request
+from tests.oversight.reviews.helpers import at, make_request
 
 pytestmark = pytest.mark.django_db
 

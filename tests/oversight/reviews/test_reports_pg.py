@@ -1,6 +1,6 @@
 """The PostgreSQL passes of the review give exactly the portable queries' figures.
 
-On PostgreSQL the review runs `oversight.reports_pg` (and the other report tests test
+On PostgreSQL the review runs `oversight.reviews.reports_pg` (and the other report tests test
 it); here both paths run on the same months and must agree figure for figure, in the
 same order (the stored snapshot and the CSV keep the order). SQLite has only the
 portable path, so these tests run where DATABASE_URL names PostgreSQL.
@@ -15,10 +15,10 @@ from datetime import date, timedelta
 import pytest
 from django.db import connection
 
-from oversight import reports
 from oversight.models import Source, Status
+from oversight.reviews import reports
 from tests.conftest import make_agent
-from tests.oversight.report_helpers import at, make_request
+from tests.oversight.reviews.helpers import at, make_request
 
 pytestmark = [
     pytest.mark.django_db,
@@ -69,7 +69,7 @@ def make_month(seed: int, start, days: int, count: int) -> None:
 
 
 def both_paths(start, end) -> tuple[dict, dict]:
-    from oversight import reports_pg
+    from oversight.reviews import reports_pg
 
     return reports.request_figures(start, end), reports_pg.request_figures(start, end)
 
@@ -105,7 +105,7 @@ def test_it_gives_the_portable_figures_for_a_month_without_requests_or_decisions
 
 
 def test_the_month_befores_headline_is_the_portable_one():
-    from oversight import reports_pg
+    from oversight.reviews import reports_pg
 
     make_month(9, at("2026-10-01 00:00"), 31, 300)
     october = reports.month_bounds(date(2026, 10, 1))

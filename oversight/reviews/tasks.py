@@ -19,8 +19,8 @@ from django.core.mail import send_mail
 from django.db.models import Q
 from django.utils import timezone
 
-from oversight import reports
 from oversight.models import MonthlyReview
+from oversight.reviews import reports
 from oversight.roles import MANAGERS
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 
-from oversight import advice
 from oversight.actions import do_change_policy
 from oversight.models import OversightRequest, Source, Status
 from oversight.policy import RULES
+from oversight.reviews import advice
 from tests.conftest import make_agent
-from tests.oversight.report_helpers import at, make_request
+from tests.oversight.reviews.helpers import at, make_request
 
 pytestmark = pytest.mark.django_db
 

@@ -9,10 +9,10 @@ import pytest
 import time_machine
 from django.contrib.auth.models import User
 
-from oversight import reports
 from oversight.models import Source, Status
+from oversight.reviews import reports
 from tests.conftest import make_agent
-from tests.oversight.report_helpers import at, make_request
+from tests.oversight.reviews.helpers import at, make_request
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "correct horse battery"

@@ -18,7 +18,7 @@ Here:
 Passes 1–3 and `period_headline` read only columns of the `req_month_review` index,
 so PostgreSQL answers them from that narrow index (index-only scans). Every figure,
 and the order of every list and key, is the portable path's: the shaping is shared
-(`reports.grouped_rows` and friends) and tests/oversight/test_reports_pg.py checks the
+(`reports.grouped_rows` and friends) and tests/oversight/reviews/test_reports_pg.py checks the
 two paths agree on the same data.
 """
 
@@ -28,8 +28,8 @@ from datetime import UTC, datetime, time, timedelta
 
 from django.db import connection
 
-from oversight import reports
 from oversight.models import OversightRequest, Source, Status
+from oversight.reviews import reports
 
 # Enum values travel as parameters, with the period.
 VALUES = {
