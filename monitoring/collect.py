@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -135,10 +136,41 @@ def top_processes(n: int, proc: Path = PROC) -> list[dict]:
     for rss, pid, vms in heapq.nlargest(n, rows):
         try:
             comm = _read_small(f"{base}/{pid}/comm").decode(errors="replace").strip()
+            argv = _read_small(f"{base}/{pid}/cmdline").decode(errors="replace").split("\0")
         except OSError:
             continue
-        top.append({"pid": pid, "name": comm, "rss_bytes": rss, "vms_bytes": vms})
+        top.append({"pid": pid, "name": describe_process(comm, argv), "rss_bytes": rss, "vms_bytes": vms})
     return top
+
+
+INTERPRETERS = re.compile(r"^(python[\d.]*|pypy[\d.]*|node|ruby|perl|java|sh|bash)$")
+
+
+def describe_process(comm: str, argv: list[str]) -> str:
+    """A name that says what the process is, from its command line: Oversight's own
+    processes as `oversight web|worker|beat`, an interpreter as what it runs
+    (`python -m celery` → "python celery", `python app.py` → "python app.py"),
+    anything else by its executable's name."""
+    argv = [a for a in argv if a]
+    if argv and argv[0].startswith("oversight "):
+        return argv[0].strip()[:64]  # a title set by the supervisor (setproctitle)
+    joined = " ".join(argv)
+    if "oversight.asgi" in joined:
+        return "oversight web"
+    if "celery" in joined and "oversight" in argv:
+        for role in ("worker", "beat"):
+            if role in argv:
+                return f"oversight {role}"
+    if not INTERPRETERS.match(comm) or len(argv) < 2:
+        return comm
+    args = argv[1:]
+    while args and args[0].startswith("-") and args[0] != "-m":
+        args = args[1:]
+    if len(args) >= 2 and args[0] == "-m":
+        return f"{comm} {args[1]}"[:64]
+    if args:
+        return f"{comm} {os.path.basename(args[0])}"[:64]
+    return comm
 
 
 def _read_small(path: str) -> bytes:
@@ -156,7 +188,7 @@ def _top_processes_psutil(n: int) -> list[dict]:
         try:
             with process.oneshot():
                 info = process.memory_info()
-                rows.append((info.rss, process.pid, process.name(), info.vms))
+                rows.append((info.rss, process.pid, describe_process(process.name(), process.cmdline()), info.vms))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return [

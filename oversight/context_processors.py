@@ -1,3 +1,5 @@
+from django.conf import settings
+
 from oversight.roles import is_manager, is_operator
 
 
@@ -6,3 +8,8 @@ def roles(request):
     if user is None:
         return {}
     return {"is_operator": is_operator(user), "is_manager": is_manager(user)}
+
+
+def local_logins(request):
+    """For the login page: where `make run` keeps the generated passwords (empty in production)."""
+    return {"local_logins": settings.LOCAL_LOGINS_HINT}

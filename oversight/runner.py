@@ -176,9 +176,14 @@ def wait_for_port(port: int, *, what: str, timeout: float = 20.0) -> None:
     raise RuntimeError(f"{what} did not start listening on port {port} within {timeout:.0f} s.")
 
 
+def titled(title: str) -> list[str]:
+    """The start of a child's argv that runs a module under a process title (oversight/titled.py)."""
+    return [sys.executable, "-m", "oversight.titled", title]
+
+
 def web_argv(port: int, workers: int = 1) -> list[str]:
     return [
-        sys.executable, "-m", "uvicorn", "oversight.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+        *titled("oversight web"), "uvicorn", "oversight.asgi:application", "--host", "127.0.0.1", "--port", str(port),
         "--workers", str(workers), "--lifespan", "off", "--ws", "websockets-sansio", "--no-access-log",
         "--timeout-graceful-shutdown", "3",
     ]
@@ -186,7 +191,7 @@ def web_argv(port: int, workers: int = 1) -> list[str]:
 
 def worker_argv(concurrency: int = 2, name: str = "worker") -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "oversight", "worker", "--loglevel", "INFO",
+        *titled("oversight worker"), "celery", "-A", "oversight", "worker", "--loglevel", "INFO",
         "--concurrency", str(concurrency), "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle",
         "-Q", "celery,monitoring.broadcast",
     ]
@@ -194,9 +199,37 @@ def worker_argv(concurrency: int = 2, name: str = "worker") -> list[str]:
 
 def beat_argv(var_dir: Path) -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "oversight", "beat", "--loglevel", "INFO",
+        *titled("oversight beat"), "celery", "-A", "oversight", "beat", "--loglevel", "INFO",
         "--schedule", str(var_dir / "celerybeat-schedule"),
     ]
+
+
+ROLES = {
+    "operator": "decides in the queue",
+    "manager": "reviews reports and policies",
+    "admin": "manages agents, keys and people at /admin/",
+}
+
+
+def welcome(port: int, var_dir: Path) -> str:
+    """The one block `make run` prints once everything listens: where to click, how to sign in."""
+    path = var_dir / "local-logins.txt"
+    try:
+        logins = [line.split(" ", 1) for line in path.read_text().splitlines() if " " in line]
+    except FileNotFoundError:
+        logins = []
+    shown = path.relative_to(BASE_DIR) if path.is_relative_to(BASE_DIR) else path
+    rule = "  " + "-" * 68
+    lines = [
+        "", rule,
+        f"  Oversight is running: open http://127.0.0.1:{port}/",
+        f"  Sign in as one of these (passwords kept in {shown}):",
+        *(f"    {name:<9} {password:<16} {ROLES.get(name, '')}".rstrip() for name, password in logins),
+        "  Give an agent a key:  .venv/bin/python manage.py create_agent my-agent",
+        "  Press Ctrl-C to stop everything.",
+        rule, "",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -217,7 +250,7 @@ def main() -> int:
             env["REDIS_URL"] = start_redis(supervisor, var_dir)
             print(f"Started a private Redis at {env['REDIS_URL']}", flush=True)
         env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")
-        for argv in (["migrate", "--no-input", "-v", "0"], ["bootstrap_local"]):
+        for argv in (["migrate", "--no-input", "-v", "0"], ["bootstrap_local", "-v", "0"]):
             if stopping["signal"]:
                 return 0
             result = subprocess.run([sys.executable, "manage.py", *argv], cwd=BASE_DIR, env=env)
@@ -228,13 +261,7 @@ def main() -> int:
         supervisor.start("worker", worker_argv(), env=env)
         supervisor.start("beat", beat_argv(var_dir), env=env)
         wait_for_port(port, what="The web server", timeout=60)
-        print(
-            f"\n  Oversight is running at http://127.0.0.1:{port}/\n"
-            f"  Sign in with the logins above (kept in {var_dir / 'local-logins.txt'}).\n"
-            "  Create an agent key: .venv/bin/python manage.py create_agent my-agent\n"
-            "  Press Ctrl-C to stop.\n",
-            flush=True,
-        )
+        print(welcome(port, var_dir), flush=True)
         exited = supervisor.stream(until=lambda: stopping["signal"] is not None)
         if exited:
             print(f"The {exited} process stopped; stopping the others.", file=sys.stderr)

@@ -89,6 +89,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "oversight.context_processors.roles",
+                "oversight.context_processors.local_logins",
             ],
         },
     },
@@ -135,6 +136,18 @@ def _database(url: str) -> dict:
 
 DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def _local_logins_hint() -> str:
+    """Where `make run` keeps the generated passwords, for the login page; empty
+    (no hint) in production or on a shared database."""
+    if PRODUCTION or not DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        return ""
+    path = VAR_DIR / "local-logins.txt"
+    return str(path.relative_to(BASE_DIR)) if path.is_relative_to(BASE_DIR) else str(path)
+
+
+LOCAL_LOGINS_HINT = _local_logins_hint()
 
 
 # --- Redis: broker, channel layer, cache ---------------------------------------
@@ -276,10 +289,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Expected 4xx answers (a refused page, a bad Host header) are one line, no traceback.
+    "filters": {"one_line_4xx": {"()": "oversight.logs.OneLineClientErrors"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["one_line_4xx"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        "django.request": {"filters": ["one_line_4xx"]},
         # One line per task run (the sweep runs every second) drowns everything else.
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},

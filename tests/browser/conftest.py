@@ -18,6 +18,31 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
 PASSWORD = "correct horse battery"
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def screenshot_dir() -> Path | None:
+    """Where screenshots go: nowhere unless OVERSIGHT_SCREENSHOTS is set, so the suite
+    never rewrites tracked files. A relative path is taken from the repository root;
+    `OVERSIGHT_SCREENSHOTS=1` means var/screenshots/ (ignored by git), and
+    `OVERSIGHT_SCREENSHOTS=docs/img` refreshes the documentation's pictures."""
+    value = os.environ.get("OVERSIGHT_SCREENSHOTS", "").strip()
+    if value in ("", "0"):
+        return None
+    folder = BASE_DIR / "var" / "screenshots" if value == "1" else BASE_DIR / value
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def screenshot(page, name: str, **options) -> Path | None:
+    """Save `name` (e.g. "queue.png") when screenshots are switched on; else do nothing."""
+    folder = screenshot_dir()
+    if folder is None:
+        return None
+    path = folder / name
+    page.screenshot(path=str(path), **options)
+    return path
+
 
 @pytest.fixture(scope="module")
 def chromium():

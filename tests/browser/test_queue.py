@@ -5,7 +5,6 @@ hostile text, monitoring events and reconnecting after a restart."""
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,10 +16,10 @@ from oversight.events import send_event_now
 from oversight.models import Source, Status
 from oversight.runner import Supervisor, wait_for_port, web_argv
 from oversight.serializers import iso
+from tests.browser.conftest import screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
 def submit(site: str, agent, summary: str, **fields) -> dict:
@@ -81,7 +80,7 @@ def test_it_shows_a_submitted_request_live_and_the_agent_gets_the_approval(live,
     send_event_now("pressure.sample", {"host": "web-1", "pressure": 62.3, "available_bytes": 3 << 30,
                                        "at": iso(timezone.now())})
     expect(page.locator('#pressure li[data-host="web-1"] .value')).to_have_text("62.3%")
-    page.screenshot(path=str(SCREENSHOTS / "queue.png"))
+    screenshot(page, "queue.png")
 
     row(page, first["id"]).get_by_role("button", name="Approve").click()
     expect(row(page, first["id"]).locator(".result")).to_have_text("Approved.")
@@ -95,7 +94,7 @@ def test_it_shows_a_submitted_request_live_and_the_agent_gets_the_approval(live,
     expect(page.locator("#status")).to_have_text("pending")
     expect(page.locator("#countdown")).to_contain_text("auto-approves in")
     expect(page.locator("#memory-title + .table-wrap tbody tr")).to_have_count(2)
-    page.screenshot(path=str(SCREENSHOTS / "request.png"), full_page=True)
+    screenshot(page, "request.png", full_page=True)
 
 
 def test_it_needs_a_reason_to_reject_and_decides_in_bulk(live, open_page, operator, agent):

@@ -95,7 +95,22 @@ def test_it_reads_the_same_top_processes_as_psutil():
     slow = collect._top_processes_psutil(200)
     me = psutil.Process()
     mine = next(p for p in fast if p["pid"] == me.pid)
-    assert mine["name"] == me.name()
+    assert mine["name"] == collect.describe_process(me.name(), me.cmdline())
+    assert {p["pid"]: p["name"] for p in slow}.get(me.pid) in (None, mine["name"])
     assert abs(mine["rss_bytes"] - me.memory_info().rss) < 8 << 20
     # Processes come and go between the two walks; the big ones are the same.
     assert {p["pid"] for p in fast[:5]} & {p["pid"] for p in slow[:5]}
+
+
+@pytest.mark.parametrize(("comm", "argv", "name"), [
+    ("oversight web", ["oversight web", "", ""], "oversight web"),
+    ("python", ["/x/.venv/bin/python", "-m", "uvicorn", "oversight.asgi:application"], "oversight web"),
+    ("python", ["/x/python", "-m", "celery", "-A", "oversight", "worker", "--loglevel", "INFO"], "oversight worker"),
+    ("celery", ["/x/celery", "-A", "oversight", "beat"], "oversight beat"),
+    ("python3.11", ["python3.11", "-u", "-m", "http.server"], "python3.11 http.server"),
+    ("python", ["python", "/srv/jobs/scrape.py", "--fast"], "python scrape.py"),
+    ("postgres", ["postgres: checkpointer"], "postgres"),
+    ("python", [], "python"),
+])
+def test_it_names_processes_from_their_command_line(comm, argv, name):
+    assert collect.describe_process(comm, argv) == name

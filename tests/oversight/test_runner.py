@@ -45,10 +45,23 @@ def test_it_runs_everything_and_stops_every_process(tmp_path, stop_with):
         output = (tmp_path / "run.log").read_text()
         assert health == {"status": "ok", "database": "ok", "channel_layer": "ok", "broker": "ok"}, output
         assert f"http://127.0.0.1:{port}/" in output
-        assert "operator  password:" in output and "manager   password:" in output
+        logins = dict(line.split(" ", 1) for line in (tmp_path / "local-logins.txt").read_text().splitlines())
+        assert set(logins) == {"operator", "manager", "admin"}
+        # One block says where to click and how to sign in, with each login and password.
+        block = output[output.index("Oversight is running"):]
+        assert f"open http://127.0.0.1:{port}/" in block
+        for name, password in logins.items():
+            assert f"{name:<9} {password}" in block
+        assert output.count(logins["admin"]) == 1  # printed once, in the block
         children = psutil.Process(process.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
-        assert "uvicorn" in names and "worker" in names and "beat" in names and "redis-server" in names
+        # Each process says what it is, in `ps` and on the monitoring page.
+        assert "oversight web" in names and "oversight worker" in names and "oversight beat" in names, names
+        assert "redis-server" in names
+        from monitoring.collect import top_processes
+
+        ours = {p["pid"]: p["name"] for p in top_processes(10_000)}
+        assert {ours.get(c.pid) for c in children} >= {"oversight web", "oversight worker", "oversight beat"}
         # Logs are streamed with a prefix per process.
         deadline = time.monotonic() + 30
         while "worker |" not in (tmp_path / "run.log").read_text() and time.monotonic() < deadline:

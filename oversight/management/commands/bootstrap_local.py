@@ -1,4 +1,5 @@
-"""Local logins for `make run`: an operator and a manager with generated passwords.
+"""Local logins for `make run`: an operator, a manager and an `admin` superuser
+(for /admin/), with generated passwords.
 
 The passwords are generated on the first run, kept in var/local-logins.txt
 (readable by the owner only) and printed on each run so a newcomer can sign in.
@@ -14,11 +15,12 @@ from django.core.management.base import BaseCommand
 from oversight.policy import ensure_default_policy
 from oversight.roles import MANAGERS, OPERATORS
 
-LOGINS = (("operator", OPERATORS), ("manager", MANAGERS))
+# (username, group); the group None marks the superuser who can open /admin/.
+LOGINS = (("operator", OPERATORS), ("manager", MANAGERS), ("admin", None))
 
 
 class Command(BaseCommand):
-    help = "Seed the default policy and ensure local operator and manager logins (for make run)."
+    help = "Seed the default policy and ensure local operator, manager and admin logins (for make run)."
 
     def add_arguments(self, parser):
         parser.add_argument("--policy-only", action="store_true", help="Only make sure the default policy exists.")
@@ -44,9 +46,15 @@ class Command(BaseCommand):
                     user.set_password(password)
                     user.save()
                 known[name] = password
-            user.groups.add(Group.objects.get_or_create(name=group)[0])
+            if group is None:
+                if not (user.is_staff and user.is_superuser):
+                    user.is_staff = user.is_superuser = True
+                    user.save(update_fields=["is_staff", "is_superuser"])
+            else:
+                user.groups.add(Group.objects.get_or_create(name=group)[0])
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{name} {known[name]}\n" for name, _ in LOGINS))
         path.chmod(0o600)
-        for name, _ in LOGINS:
-            self.stdout.write(f"  {name:<9} password: {known[name]}")
+        if options.get("verbosity", 1) >= 1:
+            for name, _ in LOGINS:
+                self.stdout.write(f"  {name:<9} password: {known[name]}")
