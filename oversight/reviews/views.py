@@ -72,6 +72,8 @@ def report_month(request: HttpRequest, month: str):
         "live": live,
         "previous_month": reports.label(reports.previous_month(month_date)),
         "next_month": reports.label(reports.next_month(month_date)),
+        # No link into a month that has not started.
+        "next_month_started": end <= timezone.now(),
     }
     return render(request, "reports/month.html", context)
 

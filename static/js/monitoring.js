@@ -2,6 +2,7 @@
 // alerts raised and resolved live, leak suspects, one agent process's memory on demand.
 // Host and process names come from machines and agents: inserted with textContent only.
 /* global Chart */
+import { binaryBytes as bytes, timeAxis } from "./charts.js";
 import { connectFeed, localiseTimes, showState } from "./feed.js";
 
 const root = document.querySelector(".monitoring");
@@ -18,31 +19,13 @@ function level(pressure) {
   return "ok";
 }
 
-function bytes(n) {
-  if (n === null || n === undefined) return "—";
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i += 1;
-  }
-  return `${n.toFixed(1)} ${units[i]}`;
-}
-
-function timeLabel(ms) {
-  const d = new Date(ms);
-  return range === "7d" ? d.toLocaleDateString([], { weekday: "short", hour: "2-digit", minute: "2-digit" })
-    : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-}
-
 function threshold(label, value, colour) {
   return { label, data: [], borderColor: colour, borderDash: [6, 4], borderWidth: 1, pointRadius: 0, fill: false, value };
 }
 
-// A horizontal line across the visible range: two points at the ends of the data.
-function spanLine(dataset, points) {
-  if (!points.length) return [];
-  return [{ x: points[0].x, y: dataset.value }, { x: points[points.length - 1].x, y: dataset.value }];
+// A horizontal line across the whole visible range.
+function spanLine(dataset, axis) {
+  return [{ x: axis.min, y: dataset.value }, { x: axis.max, y: dataset.value }];
 }
 
 function makeChart(canvas, yTitle) {
@@ -51,7 +34,7 @@ function makeChart(canvas, yTitle) {
     data: {
       datasets: [
         { label: "pressure %", data: [], borderColor: "#2454d6", backgroundColor: "rgba(36,84,214,.12)", fill: true, pointRadius: 0, borderWidth: 2 },
-        { label: "max %", data: [], borderColor: "rgba(179,38,30,.5)", pointRadius: 0, borderWidth: 1, hidden: true },
+        { label: "max %", data: [], borderColor: "rgba(179,38,30,.5)", pointRadius: 0, borderWidth: 1 },
         { label: "PSI some avg10", data: [], borderColor: "#8a5a00", pointRadius: 0, borderWidth: 1 },
         threshold(`warning ${WARNING}%`, WARNING, "#e0a100"),
         threshold(`critical ${CRITICAL}%`, CRITICAL, "#b3261e"),
@@ -64,10 +47,12 @@ function makeChart(canvas, yTitle) {
       maintainAspectRatio: false,
       interaction: { mode: "nearest", axis: "x", intersect: false },
       scales: {
-        x: { type: "linear", ticks: { callback: (v) => timeLabel(v), maxTicksLimit: 8 } },
+        x: timeAxis(range),
         y: { min: 0, max: 100, title: { display: true, text: yTitle } },
       },
-      plugins: { legend: { labels: { boxWidth: 12 } }, tooltip: { callbacks: { title: (items) => new Date(items[0].parsed.x).toLocaleString() } } },
+      // A series with nothing in this range (max % in the last hour) is left out of the
+      // legend rather than shown struck through.
+      plugins: { legend: { labels: { boxWidth: 12, filter: (item, data) => data.datasets[item.datasetIndex].data.length > 0 } }, tooltip: { callbacks: { title: (items) => new Date(items[0].parsed.x).toLocaleString() } } },
     },
   });
 }
@@ -84,10 +69,11 @@ async function loadHost(card) {
   const body = await response.json();
   const avg = body.points.map((p) => ({ x: Date.parse(p.at), y: p.avg }));
   chart.data.datasets[0].data = avg;
-  chart.data.datasets[1].data = body.points.map((p) => ({ x: Date.parse(p.at), y: p.max }));
-  chart.data.datasets[1].hidden = range === "1h";
+  // Per-minute maxima only say more than the line itself over the longer ranges.
+  chart.data.datasets[1].data = range === "1h" ? [] : body.points.map((p) => ({ x: Date.parse(p.at), y: p.max }));
   chart.data.datasets[2].data = body.points.filter((p) => p.psi_some !== undefined && p.psi_some !== null).map((p) => ({ x: Date.parse(p.at), y: p.psi_some }));
-  for (const i of [3, 4]) chart.data.datasets[i].data = spanLine(chart.data.datasets[i], avg);
+  chart.options.scales.x = timeAxis(range);
+  for (const i of [3, 4]) chart.data.datasets[i].data = spanLine(chart.data.datasets[i], chart.options.scales.x);
   chart.update();
 }
 
@@ -123,6 +109,7 @@ function hostCard(host) {
   box.className = "chart-box";
   const canvas = document.createElement("canvas");
   canvas.className = "host-chart";
+  canvas.dataset.timeAxis = "";
   box.append(canvas);
   card.append(head, box);
   document.getElementById("hosts").append(card);
@@ -139,14 +126,15 @@ function onPressure(event) {
   card.querySelector(".available").textContent = bytes(event.available_bytes);
   const at = card.querySelector("time.at");
   at.dateTime = event.at;
-  at.textContent = new Date(event.at).toLocaleTimeString();
+  at.textContent = new Date(event.at).toLocaleString();
   const chart = charts.get(event.host);
   if (!chart || range !== "1h") return;
   const line = chart.data.datasets[0].data;
   line.push({ x: Date.parse(event.at), y: event.pressure });
   const since = Date.now() - HOUR_MS;
   while (line.length && line[0].x < since) line.shift();
-  for (const i of [3, 4]) chart.data.datasets[i].data = spanLine(chart.data.datasets[i], line);
+  chart.options.scales.x = timeAxis(range);
+  for (const i of [3, 4]) chart.data.datasets[i].data = spanLine(chart.data.datasets[i], chart.options.scales.x);
   chart.update("none");
 }
 
@@ -160,7 +148,7 @@ function alertItem(alert) {
   const where = document.createElement("span");
   where.className = "where";
   where.textContent = alert.process ? `${alert.host} · ${alert.process}` : alert.host;
-  const started = new Date(alert.started_at).toLocaleTimeString();
+  const started = new Date(alert.started_at).toLocaleString();
   li.append(strong, " ", where, ` — ${Number(alert.value).toFixed(1)}% over ${alert.threshold}% since ${started} `);
   if (IS_OPERATOR) {
     const form = document.createElement("form");
@@ -232,10 +220,11 @@ async function showProcess(row) {
     processChart = new Chart(document.getElementById("process-chart"), {
       type: "line",
       data: { datasets: [{ label: "RSS (MiB)", data, borderColor: "#1f7a3a", pointRadius: 0, borderWidth: 2 }] },
-      options: { animation: false, parsing: false, maintainAspectRatio: false, scales: { x: { type: "linear", ticks: { callback: (v) => timeLabel(v) } }, y: { beginAtZero: true } } },
+      options: { parsing: false, scales: { x: timeAxis(range), y: { beginAtZero: true, title: { display: true, text: "MiB" } } } },
     });
   } else {
     processChart.data.datasets[0].data = data;
+    processChart.options.scales.x = timeAxis(range);
     processChart.update();
   }
 }

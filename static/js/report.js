@@ -1,74 +1,61 @@
 // The monthly review's charts, drawn with the vendored Chart.js from the figures the
-// page embeds (json_script). Labels are data: Chart.js draws them on a canvas, never as HTML.
-(function () {
-  "use strict";
-  const source = document.getElementById("report-data");
-  if (!source || typeof Chart === "undefined") return;
+// page embeds (json_script), in the site's one chart style (charts.js). Labels are
+// data: Chart.js draws them on a canvas, never as HTML.
+import { countAxis, drawChart, palette } from "./charts.js";
+
+const source = document.getElementById("report-data");
+if (source && typeof Chart !== "undefined") {
   const data = JSON.parse(source.textContent);
-  const css = getComputedStyle(document.documentElement);
-  const color = (name, fallback) => (css.getPropertyValue(name) || "").trim() || fallback;
-  const palette = {
-    policy: color("--ok", "#1f7a3a"),
-    operator: color("--accent", "#2454d6"),
-    timeout: color("--danger", "#b3261e"),
-    agent: color("--muted", "#5b6475"),
-    pending: "#c9a227",
-  };
-  const common = { responsive: true, maintainAspectRatio: false, animation: false };
+  const colours = { policy: palette.ok, operator: palette.accent, timeout: palette.danger, agent: palette.muted, pending: palette.warn };
+  const nothing = (what) => `Nothing this month: ${what}.`;
 
-  function draw(id, config) {
-    const canvas = document.getElementById(id);
-    if (canvas) new Chart(canvas, config);
-  }
-
-  const days = data.daily.map((d) => d.day.slice(5));
-  draw("chart-daily", {
+  drawChart(document.getElementById("chart-daily"), {
     type: "bar",
     data: {
-      labels: days,
+      labels: data.daily.map((d) => d.day.slice(5)),
       datasets: ["policy", "operator", "timeout", "agent", "pending"].map((key) => ({
         label: key === "agent" ? "cancelled" : key,
         data: data.daily.map((d) => d[key]),
-        backgroundColor: palette[key],
+        backgroundColor: colours[key],
       })),
     },
-    options: { ...common, scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } },
-  });
+    options: { scales: { x: { stacked: true, ticks: { maxRotation: 0, autoSkipPadding: 8 } }, y: countAxis({ stacked: true }) } },
+  }, { empty: nothing("no request was submitted") });
 
-  const buckets = data.ttd_histogram.map((b, i, all) =>
-    b.le === null ? "> " + all[i - 1].le + "s" : "≤ " + b.le + "s");
-  draw("chart-ttd", {
+  const buckets = data.ttd_histogram.map((b, i, all) => (b.le === null ? `> ${all[i - 1].le} s` : `≤ ${b.le} s`));
+  drawChart(document.getElementById("chart-ttd"), {
     type: "bar",
-    data: { labels: buckets, datasets: [{ label: "human decisions", data: data.ttd_histogram.map((b) => b.count), backgroundColor: palette.operator }] },
-    options: { ...common, scales: { y: { beginAtZero: true } } },
-  });
+    data: { labels: buckets, datasets: [{ label: "human decisions", data: data.ttd_histogram.map((b) => b.count), backgroundColor: colours.operator }] },
+    options: { scales: { x: { ticks: { maxRotation: 0, autoSkip: false } }, y: countAxis() } },
+  }, { empty: nothing("no operator decided a request") });
 
-  draw("chart-rules", {
+  drawChart(document.getElementById("chart-rules"), {
     type: "bar",
     data: {
-      labels: data.rules.map((r) => r.name.split("+").join(" + ")),
+      // One rule per line, so a combination of three never runs off the chart.
+      labels: data.rules.map((r) => r.name.split("+")),
       datasets: [
-        { label: "critical", data: data.rules.map((r) => r.critical), backgroundColor: palette.timeout },
-        { label: "trusted bypass", data: data.rules.map((r) => r.trusted_bypasses), backgroundColor: palette.agent },
+        { label: "critical", data: data.rules.map((r) => r.critical), backgroundColor: colours.timeout },
+        { label: "trusted bypass", data: data.rules.map((r) => r.trusted_bypasses), backgroundColor: colours.agent },
       ],
     },
-    options: { ...common, indexAxis: "y", scales: { x: { stacked: true, beginAtZero: true }, y: { stacked: true } } },
-  });
+    options: { indexAxis: "y", scales: { x: countAxis({ stacked: true }), y: { stacked: true } } },
+  }, { empty: nothing("no rule fired") });
 
   if (data.alerts_per_day) {
-    draw("chart-alerts", {
+    drawChart(document.getElementById("chart-alerts"), {
       type: "bar",
       data: {
         labels: data.alerts_per_day.map((d) => d.day.slice(5)),
         datasets: [
-          { label: "warning", data: data.alerts_per_day.map((d) => d.warning), backgroundColor: palette.pending },
-          { label: "critical", data: data.alerts_per_day.map((d) => d.critical), backgroundColor: palette.timeout },
+          { label: "warning", data: data.alerts_per_day.map((d) => d.warning), backgroundColor: colours.pending },
+          { label: "critical", data: data.alerts_per_day.map((d) => d.critical), backgroundColor: colours.timeout },
         ],
       },
-      options: { ...common, scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } },
-    });
+      options: { scales: { x: { stacked: true, ticks: { maxRotation: 0, autoSkipPadding: 8 } }, y: countAxis({ stacked: true }) } },
+    }, { empty: nothing("no memory alert was raised") });
   }
+}
 
-  const print = document.getElementById("print");
-  if (print) print.addEventListener("click", () => window.print());
-})();
+const print = document.getElementById("print");
+if (print) print.addEventListener("click", () => window.print());

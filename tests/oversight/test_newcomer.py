@@ -99,3 +99,31 @@ def test_it_serves_a_favicon(client):
     answer = client.get("/favicon.ico", follow=True)
     assert answer.status_code == 200
     assert answer["Content-Type"].startswith("image/")
+
+
+def _submit(agent, **fields):
+    from oversight import actions
+
+    base = {"operation": "delegate", "summary": "Delegate the scrape", "payload": {}, "metrics": {"delegation_depth": 6}}
+    req, _ = actions.do_submit(agent.agent, actions.Submission(**(base | fields)))
+    return req
+
+
+def test_it_shows_no_empty_decision_card_or_bare_payload_on_a_pending_request(client, operator, agent):
+    client.force_login(operator)
+    page = client.get(f"/requests/{_submit(agent).id}/").content.decode()
+    assert 'id="decision"' not in page and "Not decided yet" not in page
+    assert "<pre class=\"payload\">{}</pre>" not in page and "sent no payload" in page
+    assert 'id="live-status"' in page
+
+
+def test_it_shows_the_decision_and_no_live_status_once_decided(client, operator, agent):
+    from oversight import actions
+    from oversight.models import Source, Status
+
+    client.force_login(operator)
+    req = _submit(agent, payload={"url": "https://example.org"})
+    actions.do_decide(str(req.id), outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia", reason="No")
+    page = client.get(f"/requests/{req.id}/").content.decode()
+    assert 'id="decision"' in page and 'id="live-status"' not in page
+    assert "https://example.org" in page and "sent no payload" not in page

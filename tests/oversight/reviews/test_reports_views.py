@@ -113,3 +113,12 @@ def test_the_csv_answers_at_each_spelling_of_its_address(client, manager, scrape
                                                           "/reports/2026-11/csv")}
     assert len(set(bodies.values())) == 1
     assert next(iter(bodies.values())).startswith(b"section,name,metric,value")
+
+
+def test_it_links_no_month_that_has_not_started(client, manager):
+    client.force_login(manager)
+    with time_machine.travel(at("2026-11-20 10:00"), tick=False):
+        current = client.get("/reports/2026-11/").content.decode()
+        past = client.get("/reports/2026-10/").content.decode()
+    assert 'href="/reports/2026-12/"' not in current and 'href="/reports/2026-10/"' in current
+    assert 'href="/reports/2026-11/"' in past
