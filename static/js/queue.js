@@ -270,6 +270,8 @@ bulk.addEventListener("submit", async (event) => {
     else row.querySelector(".result").textContent = item.message;
   }
   result.textContent = `${done} of ${body.results.length} ${outcome === "reject" ? "rejected" : "approved"}.`;
+  // The reason belonged to that batch; the next one starts with an empty box.
+  if (done && outcome === "reject") bulk.elements.reason.value = "";
 });
 
 // --- Keyboard -------------------------------------------------------------------------

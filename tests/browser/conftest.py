@@ -87,7 +87,7 @@ def open_page(chromium):
     contexts = []
 
     def opener(site: str, username: str | None = None, path: str = "/queue/", **options):
-        context = chromium.new_context(viewport={"width": 1280, "height": 860}, **options)
+        context = chromium.new_context(**({"viewport": {"width": 1280, "height": 860}} | options))
         contexts.append(context)
         if username:
             context.add_cookies([{"name": "sessionid", "value": sign_in(site, username), "url": site}])
