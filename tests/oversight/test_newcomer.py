@@ -127,3 +127,26 @@ def test_it_shows_the_decision_and_no_live_status_once_decided(client, operator,
     page = client.get(f"/requests/{req.id}/").content.decode()
     assert 'id="decision"' in page and 'id="live-status"' not in page
     assert "https://example.org" in page and "sent no payload" not in page
+
+
+def test_it_takes_screenshots_only_when_asked_and_never_into_tracked_files(monkeypatch):
+    import subprocess
+
+    from oversight.runner import BASE_DIR
+    from tests.browser.conftest import screenshot, screenshot_dir
+
+    class Page:
+        taken: list = []
+
+        def screenshot(self, path, **options):
+            self.taken.append(path)
+
+    monkeypatch.delenv("OVERSIGHT_SCREENSHOTS", raising=False)
+    assert screenshot_dir() is None and screenshot(Page(), "queue.png") is None and Page.taken == []
+    monkeypatch.setenv("OVERSIGHT_SCREENSHOTS", "1")
+    folder = screenshot_dir()
+    assert folder == BASE_DIR / "var" / "screenshots"
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(folder / "queue.png")], cwd=BASE_DIR)
+    assert ignored.returncode == 0, "var/screenshots/ must be ignored by git"
+    monkeypatch.setenv("OVERSIGHT_SCREENSHOTS", "docs/img")
+    assert screenshot_dir() == BASE_DIR / "docs" / "img"
