@@ -34,11 +34,16 @@ def screenshot_dir() -> Path | None:
     return folder
 
 
-def screenshot(page, name: str, **options) -> Path | None:
-    """Save `name` (e.g. "queue.png") when screenshots are switched on; else do nothing."""
+def screenshot(page, name: str, doc: str | None = None, **options) -> Path | None:
+    """Save `name` when screenshots are switched on; else do nothing. Into docs/img/
+    only the documentation's pictures go, under their `doc` name (e.g. "queue.png")."""
     folder = screenshot_dir()
     if folder is None:
         return None
+    if folder == BASE_DIR / "docs" / "img":
+        if doc is None:
+            return None
+        name = doc
     path = folder / name
     page.screenshot(path=str(path), **options)
     return path

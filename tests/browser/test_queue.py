@@ -80,7 +80,7 @@ def test_it_shows_a_submitted_request_live_and_the_agent_gets_the_approval(live,
     send_event_now("pressure.sample", {"host": "web-1", "pressure": 62.3, "available_bytes": 3 << 30,
                                        "at": iso(timezone.now())})
     expect(page.locator('#pressure li[data-host="web-1"] .value')).to_have_text("62.3%")
-    screenshot(page, "queue.png")
+    screenshot(page, "queue.png", doc="queue.png")
 
     row(page, first["id"]).get_by_role("button", name="Approve").click()
     expect(row(page, first["id"]).locator(".result")).to_have_text("Approved.")
@@ -94,7 +94,7 @@ def test_it_shows_a_submitted_request_live_and_the_agent_gets_the_approval(live,
     expect(page.locator("#status")).to_have_text("pending")
     expect(page.locator("#countdown")).to_contain_text("auto-approves in")
     expect(page.locator("#memory-title + .table-wrap tbody tr")).to_have_count(2)
-    screenshot(page, "request.png", full_page=True)
+    screenshot(page, "request.png", doc="request.png", full_page=True)
 
 
 def test_it_needs_a_reason_to_reject_and_decides_in_bulk(live, open_page, operator, agent):

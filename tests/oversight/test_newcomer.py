@@ -150,3 +150,7 @@ def test_it_takes_screenshots_only_when_asked_and_never_into_tracked_files(monke
     assert ignored.returncode == 0, "var/screenshots/ must be ignored by git"
     monkeypatch.setenv("OVERSIGHT_SCREENSHOTS", "docs/img")
     assert screenshot_dir() == BASE_DIR / "docs" / "img"
+    # Into docs/img/ only the documentation's own pictures, under their names.
+    assert screenshot(Page(), "operator-history-phone.png") is None and Page.taken == []
+    assert screenshot(Page(), "operator-queue.png", doc="queue.png") == BASE_DIR / "docs" / "img" / "queue.png"
+    assert Page.taken == [str(BASE_DIR / "docs" / "img" / "queue.png")]
