@@ -37,8 +37,9 @@ export function binaryBytes(n) {
   return i === 0 ? `${value} B` : `${value.toFixed(1)} ${units[i]}`;
 }
 
-// Times as the page shows them: the browser's locale, 24-hour clock.
-const CLOCK = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+// Times as the page shows them (feed.js's localiseTimes: the browser's locale and its
+// clock, 12- or 24-hour), to the minute.
+const CLOCK = { hour: "numeric", minute: "2-digit" };
 export function clock(ms) {
   return new Date(ms).toLocaleTimeString([], CLOCK);
 }
