@@ -171,7 +171,8 @@ def test_it_lays_out_every_page_cleanly(live, chromium, agent, role, width):
             page.goto(live.url + path)
             page.wait_for_load_state("networkidle")
             if page.locator("#live-status").count():
-                expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+                # Every live page shows its status dot, and it turns live.
+                expect(page.locator("#live-status")).to_have_attribute("data-state", "live", timeout=20000)
             problems = page.evaluate(LAYOUT)
             if problems or errors:
                 found[name] = problems + errors
