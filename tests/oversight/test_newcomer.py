@@ -154,3 +154,23 @@ def test_it_takes_screenshots_only_when_asked_and_never_into_tracked_files(monke
     assert screenshot(Page(), "operator-history-phone.png") is None and Page.taken == []
     assert screenshot(Page(), "operator-queue.png", doc="queue.png") == BASE_DIR / "docs" / "img" / "queue.png"
     assert Page.taken == [str(BASE_DIR / "docs" / "img" / "queue.png")]
+
+
+@pytest.mark.parametrize(("value", "shown"), [(0, "0 B"), (1023, "1023 B"), (300 << 20, "300.0 MiB"),
+                                             (int(4.8 * (1 << 30)), "4.8 GiB"), (8 << 40, "8.0 TiB"), (None, "—")])
+def test_it_shows_sizes_in_binary_units(value, shown):
+    from oversight.templatetags.sizes import binarysize
+
+    assert binarysize(value) == shown
+
+
+def test_it_shows_memory_in_mib_on_every_page(client, operator, agent):
+    from monitoring.models import AgentSample
+
+    client.force_login(operator)
+    req = _submit(agent)
+    AgentSample.objects.create(agent=agent.agent, host="web-1", pid=42, process="scraper", rss_bytes=300 << 20,
+                               vms_bytes=8 << 40)
+    for path in (f"/requests/{req.id}/", "/monitoring/"):
+        page = client.get(path).content.decode()
+        assert "300.0 MiB" in page and " MB<" not in page and "300.0 MB" not in page, path
