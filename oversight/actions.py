@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from oversight import policy as policies
-from oversight.events import FEED_GROUP, request_group, send_event_on_commit
+from oversight.events import FEED_GROUP, ROUTINE_GROUP, request_group, send_event_on_commit
 from oversight.models import Agent, ApiKey, AuditEvent, OversightRequest, Policy, Source, Status, TimeoutAction
 from oversight.serializers import request_dict
 
@@ -81,16 +81,17 @@ def _load(request_id) -> OversightRequest:
 def _broadcast(req: OversightRequest, event_type: str) -> None:
     """To the browsers' feed; decisions also to agents long-polling this request.
 
-    Routine approvals by the policy (the bulk of the traffic, never queued) go to the
-    feed unless OVERSIGHT_FEED_POLICY_DECISIONS is off: every browser gets every
-    event, so at hundreds of sockets they dominate the fan-out.
+    Routine approvals by the policy (the bulk of the traffic, never queued) go only to
+    the sockets that asked for them (ROUTINE_GROUP), and nowhere when
+    OVERSIGHT_FEED_POLICY_DECISIONS is off: at hundreds of sockets they would dominate
+    the fan-out, and no operator's queue shows them.
     """
     if event_type != "request.decided":
         groups = (FEED_GROUP,)
     elif req.decision_source == Source.POLICY:
         if not settings.OVERSIGHT_FEED_POLICY_DECISIONS:
             return
-        groups = (FEED_GROUP,)  # nobody long-polls a request decided at submission
+        groups = (ROUTINE_GROUP,)  # nobody long-polls a request decided at submission
     else:
         groups = (FEED_GROUP, request_group(req.id))
     send_event_on_commit(event_type, {"request": request_dict(req)}, groups=groups)

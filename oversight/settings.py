@@ -248,6 +248,8 @@ OVERSIGHT_CALLBACK_TIMEOUT = env_float("OVERSIGHT_CALLBACK_TIMEOUT", 5.0, minimu
 # Send routine approvals by the policy to the live feed as `request.decided` (the
 # contract); turn off where hundreds of browsers watch a busy API.
 OVERSIGHT_FEED_POLICY_DECISIONS = env_bool("OVERSIGHT_FEED_POLICY_DECISIONS", True)
+# Events waiting for one slow browser before it is sent a fresh snapshot instead.
+OVERSIGHT_FEED_SOCKET_BACKLOG = env_int("OVERSIGHT_FEED_SOCKET_BACKLOG", 1000)
 # bench/api.py's baseline endpoint (/api/bench/insert); never on in production.
 OVERSIGHT_BENCH = env_bool("OVERSIGHT_BENCH", False)
 # /metrics: open by default; a token, when set, is required as a bearer token.
