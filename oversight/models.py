@@ -183,6 +183,8 @@ class OversightRequest(models.Model):
         indexes = [
             # The timeout sweep and the queue: pending requests, soonest deadline first.
             models.Index(fields=["deadline"], condition=Q(status="pending"), name="req_pending_deadline"),
+            # /metrics: escalations since its checkpoint (monitoring/metrics.py).
+            models.Index(fields=["escalated_at"], condition=Q(escalated_at__isnull=False), name="req_escalated"),
             # The escalation sweep: pending requests not yet escalated, by escalation time.
             models.Index(
                 fields=["escalate_at"],
@@ -249,6 +251,8 @@ class AuditEvent(models.Model):
         indexes = [
             # A request's timeline on its page.
             models.Index(fields=["request", "at"], name="audit_request_at"),
+            # /metrics: audited failures of one kind since its checkpoint (monitoring/metrics.py).
+            models.Index(fields=["kind", "at"], name="audit_kind_at"),
         ]
 
     def __str__(self) -> str:
