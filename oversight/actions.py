@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from oversight import policy as policies
+from oversight.diffs import json_changes
 from oversight.events import FEED_GROUP, ROUTINE_GROUP, request_group, send_event_on_commit
 from oversight.models import Agent, ApiKey, AuditEvent, OversightRequest, Policy, Source, Status, TimeoutAction
 from oversight.serializers import request_dict
@@ -204,13 +205,12 @@ def _submission_events(req: OversightRequest, policy: Policy, now: datetime) -> 
 def _decided_event(req: OversightRequest) -> AuditEvent:
     kind = AuditEvent.Kind.CANCELLED if req.status == Status.CANCELLED else AuditEvent.Kind.DECIDED
     actor = req.decided_by or req.decision_source
-    return AuditEvent(
-        request=req,
-        kind=kind,
-        at=req.decided_at,
-        actor=actor,
-        data={"outcome": req.status, "source": req.decision_source, "reason": req.decision_reason},
-    )
+    data = {"outcome": req.status, "source": req.decision_source, "reason": req.decision_reason}
+    if req.decision_note:
+        data["note"] = req.decision_note
+    if req.decision_payload is not None:
+        data["payload_changes"] = json_changes(req.payload, req.decision_payload)
+    return AuditEvent(request=req, kind=kind, at=req.decided_at, actor=actor, data=data)
 
 
 def do_decide(
@@ -220,14 +220,20 @@ def do_decide(
     source: str,
     by: str = "",
     reason: str = "",
+    payload: dict | None = None,
+    note: str = "",
     now: datetime | None = None,
 ) -> OversightRequest:
     """Make the one final decision of a pending request, or raise AlreadyDecided.
 
     `outcome` is a final status (approved, rejected, cancelled). People and agents
     can only decide before the deadline; past it, the timeout is applied instead
-    and they are told it won.
+    and they are told it won. An operator's approval may carry `payload`, the edited
+    payload the agent may run instead (the audit keeps what changed), and any
+    operator's decision a `note` to the agent.
     """
+    if payload is not None and outcome != Status.APPROVED:
+        raise ValueError("Only an approval can change the payload.")
     now = now or timezone.now()
     if outcome not in (Status.APPROVED, Status.REJECTED, Status.CANCELLED):
         raise ValueError(f"Not a final outcome: {outcome!r}")
@@ -238,7 +244,10 @@ def do_decide(
         claim = claim.filter(deadline__lte=now)
 
     with transaction.atomic():
-        won = claim.update(status=outcome, decision_source=source, decided_by=by, decision_reason=reason, decided_at=now)
+        won = claim.update(
+            status=outcome, decision_source=source, decided_by=by, decision_reason=reason, decided_at=now,
+            decision_payload=payload, decision_note=note,
+        )
         req = _load(request_id)
         if won != 1:
             lost_to = req

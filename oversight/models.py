@@ -178,6 +178,10 @@ class OversightRequest(models.Model):
     decided_by = models.CharField(max_length=150, blank=True)
     decision_reason = models.TextField(blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
+    # An approval with changes: the payload the agent may run (null: as submitted).
+    decision_payload = models.JSONField(null=True, blank=True)
+    # A note from the operator to the agent, with an approval or a reject.
+    decision_note = models.TextField(blank=True)
 
     class Meta:
         indexes = [

@@ -25,7 +25,8 @@ def decision_dict(req: OversightRequest) -> dict | None:
         "by": req.decided_by or None,
         "reason": req.decision_reason,
         "decided_at": iso(req.decided_at),
-    }
+        "note": req.decision_note,
+    } | ({"payload": req.decision_payload} if req.decision_payload is not None else {})
 
 
 def request_dict(req: OversightRequest) -> dict:

@@ -83,6 +83,10 @@ def request_page(request: HttpRequest, request_id):
             "resource": request_dict(req),
             "payload_text": payload,
             "payload_collapsed": len(payload) > PAYLOAD_COLLAPSE_CHARS,
+            "decided_payload_text": (
+                json.dumps(req.decision_payload, indent=2, sort_keys=True, ensure_ascii=False)
+                if req.decision_payload is not None else ""
+            ),
             "metrics": sorted(req.metrics.items()),
             "events": list(req.events.all()),
             "memory": _agent_memory(req),
@@ -220,8 +224,18 @@ class DecideError(Exception):
         self.req = req
 
 
-def decide_one(request: HttpRequest, request_id, outcome_name: str, reason: str) -> OversightRequest:
-    """One operator decision by the signed-in user; raises DecideError with the status to answer."""
+NOTE_MAX_CHARS = 2000
+PAYLOAD_MAX_BYTES = 64 * 1024
+
+
+def decide_one(
+    request: HttpRequest, request_id, outcome_name: str, reason: str, *, payload_text: str = "", note: str = ""
+) -> OversightRequest:
+    """One operator decision by the signed-in user; raises DecideError with the status to answer.
+
+    `payload_text`, when given, is the edited payload (a JSON object) the approval lets
+    the agent run; `note` is a message to the agent with either outcome.
+    """
     try:
         request_id = uuid.UUID(str(request_id))
     except ValueError:
@@ -232,9 +246,18 @@ def decide_one(request: HttpRequest, request_id, outcome_name: str, reason: str)
     reason = reason.strip()
     if outcome == Status.REJECTED and not reason:
         raise DecideError(400, "A reason is required to reject.")
+    note = note.strip()
+    if len(note) > NOTE_MAX_CHARS:
+        raise DecideError(400, f"A note is at most {NOTE_MAX_CHARS:,} characters.")
+    payload = None
+    if payload_text.strip():
+        if outcome != Status.APPROVED:
+            raise DecideError(400, "Only an approval can change the payload.")
+        payload = _edited_payload(request_id, payload_text)
     try:
         return actions.do_decide(
-            request_id, outcome=outcome, source=Source.OPERATOR, by=request.user.get_username(), reason=reason[:2000]
+            request_id, outcome=outcome, source=Source.OPERATOR, by=request.user.get_username(), reason=reason[:2000],
+            payload=payload, note=note,
         )
     except OversightRequest.DoesNotExist:
         raise DecideError(404, "No such request.") from None
@@ -242,6 +265,24 @@ def decide_one(request: HttpRequest, request_id, outcome_name: str, reason: str)
         req = lost.request
         who = req.decided_by or req.decision_source
         raise DecideError(409, f"Already {req.status} by {who}.", req) from None
+
+
+def _edited_payload(request_id, text: str) -> dict | None:
+    """The edited payload, or None when it is the payload as submitted."""
+    if len(text.encode()) > PAYLOAD_MAX_BYTES:
+        raise DecideError(400, "The payload is over 64 KiB.")
+    try:
+        edited = json.loads(text, parse_constant=_no_constant)
+    except ValueError:
+        raise DecideError(400, "The payload is not valid JSON.") from None
+    if not isinstance(edited, dict):
+        raise DecideError(400, "The payload must be a JSON object.")
+    submitted = OversightRequest.objects.filter(id=request_id).values_list("payload", flat=True).first()
+    return None if edited == submitted else edited
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def _check_operator(request: HttpRequest) -> None:
@@ -253,7 +294,10 @@ def _check_operator(request: HttpRequest) -> None:
 def decide(request: HttpRequest, request_id):
     _check_operator(request)
     try:
-        req = decide_one(request, request_id, request.POST.get("outcome", ""), request.POST.get("reason", ""))
+        req = decide_one(
+            request, request_id, request.POST.get("outcome", ""), request.POST.get("reason", ""),
+            payload_text=request.POST.get("payload", ""), note=request.POST.get("note", ""),
+        )
     except DecideError as error:
         if _wants_json(request):
             body = {"error": {"code": _code(error.status), "message": error.message}}
@@ -272,11 +316,17 @@ def decide_bulk(request: HttpRequest):
     _check_operator(request)
     outcome = request.POST.get("outcome", "")
     reason = request.POST.get("reason", "")
+    note = request.POST.get("note", "")
     ids = request.POST.getlist("ids")
+    if request.POST.get("payload", "").strip():
+        message = "A payload is edited on the request's own page, not in a bulk decision."
+        if _wants_json(request):
+            return JsonResponse({"error": {"code": "validation_error", "message": message}}, status=400)
+        return render(request, "decide_error.html", {"message": message}, status=400)
     results = []
     for request_id in ids:
         try:
-            req = decide_one(request, request_id, outcome, reason)
+            req = decide_one(request, request_id, outcome, reason, note=note)
             results.append({"id": request_id, "status": 200, "request": request_dict(req)})
         except DecideError as error:
             results.append({"id": request_id, "status": error.status, "message": error.message})
