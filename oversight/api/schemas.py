@@ -169,7 +169,7 @@ class Trigger(BaseModel):
 
 class Decision(BaseModel):
     outcome: Literal["approved", "rejected", "cancelled"]
-    source: Literal["policy", "operator", "timeout", "agent"]
+    source: Literal["policy", "operator", "timeout", "agent", "standing"]
     by: str | None
     reason: str
     decided_at: str

@@ -67,3 +67,32 @@ def test_a_reject_sends_its_note_to_the_agent(live, open_page, operator, agent):
     expect(page.locator("#status")).to_have_text("rejected")
     decision = read(live.url, agent, asked["id"])["decision"]
     assert (decision["reason"], decision["note"]) == ("Not during business hours", "Ask again after 18:00 UTC.")
+
+
+def test_a_standing_approval_is_granted_listed_used_and_revoked(live, open_page, operator, agent):
+    from oversight import actions
+
+    actions.do_change_policy("*", {"max_standing_seconds": 3600}, by="mia")
+    asked = submit(live.url, agent, "Rotate the logs", payload={"host": "web-1"})
+    page = open_page(live.url, "olivia", f"/requests/{asked['id']}/")
+    page.locator("#standing-seconds").select_option("900")
+    page.locator("#standing-uses").fill("5")
+    page.locator("#approve-button").click()
+    expect(page.locator("#status")).to_have_text("approved")
+
+    queue = open_page(live.url, "olivia")
+    grant = queue.locator("#grant-list li")
+    expect(grant).to_have_count(1)
+    expect(grant).to_contain_text("delegate by scraper-7")
+    expect(grant).to_contain_text("5 of 5 uses left")
+
+    again = submit(live.url, agent, "Rotate the logs", payload={"host": "web-1"})
+    assert again["status"] == "approved" and again["decision"]["source"] == "standing"
+    assert again["decision"]["by"] == "olivia"
+
+    grant.get_by_role("button", name="Revoke").click()
+    expect(queue.locator("#grants")).to_be_hidden()
+    third = submit(live.url, agent, "Rotate the logs", payload={"host": "web-1"})
+    assert third["status"] == "pending"
+    queue.reload()
+    expect(queue.locator(f'#queue li.item[data-id="{third["id"]}"]')).to_be_visible()
