@@ -503,6 +503,7 @@ def _approve_by_grant(req: OversightRequest, grant: StandingGrant, now: datetime
         f"({grant.uses_left} of {grant.max_uses} uses left)."
     )
     req.decided_at = now
+    req.standing_grant = grant
     req.deadline = req.escalate_at = None
 
 

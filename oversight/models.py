@@ -187,6 +187,10 @@ class OversightRequest(models.Model):
     decision_payload = models.JSONField(null=True, blank=True)
     # A note from the operator to the agent, with an approval or a reject.
     decision_note = models.TextField(blank=True)
+    # The standing grant that approved it at submission (source `standing`).
+    standing_grant = models.ForeignKey(
+        "StandingGrant", on_delete=models.PROTECT, null=True, blank=True, related_name="approved"
+    )
 
     class Meta:
         indexes = [

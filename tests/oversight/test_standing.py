@@ -53,6 +53,7 @@ def test_an_approval_grants_and_the_next_matching_request_is_approved_at_once(gr
     later = submit(agent, metrics={"memory_pressure": 85.0, "delegation_depth": 5})
     assert later.status == Status.APPROVED and later.decision_source == Source.STANDING
     assert later.decided_by == "olivia" and f"#{granted.pk}" in later.decision_reason
+    assert later.standing_grant == granted
     assert later.deadline is None
     granted.refresh_from_db()
     assert granted.uses_left == 1
