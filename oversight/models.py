@@ -336,3 +336,24 @@ class StandingGrant(models.Model):
 
     def __str__(self) -> str:
         return f"grant #{self.pk}: {self.operation} for {self.agent_id}"
+
+
+class DecisionLink(models.Model):
+    """One of a pair of one-tap links (approve, reject) sent to one person about one request.
+
+    The URL carries a signed token of the id, never the id alone; both links of a pair are
+    burnt when either is used. Valid until the request's deadline, by the database's clock.
+    """
+
+    class Outcome(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    pair = models.UUIDField(db_index=True)
+    request = models.ForeignKey(OversightRequest, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="+")
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)

@@ -39,7 +39,12 @@ MEMORY_WINDOW = timedelta(minutes=10)
 
 @require_GET
 def home(request: HttpRequest):
-    """`/` is the queue; a manager who is not also an operator lands on the reports."""
+    """`/` is the queue; a manager who is not also an operator lands on the reports. Right
+    after signing in from a decision link, it shows that link's page."""
+    from oversight.links import resume
+
+    if (page := resume(request)) is not None:
+        return page
     if request.user.is_authenticated and is_manager(request.user) and not is_operator(request.user):
         return redirect("/reports/")
     return redirect("/queue/")
