@@ -6,14 +6,14 @@ import { countAxis, drawChart, palette } from "./charts.js";
 const source = document.getElementById("report-data");
 if (source && typeof Chart !== "undefined") {
   const data = JSON.parse(source.textContent);
-  const colours = { policy: palette.ok, operator: palette.accent, timeout: palette.danger, agent: palette.muted, pending: palette.warn };
+  const colours = { policy: palette.ok, operator: palette.accent, timeout: palette.danger, agent: palette.muted, standing: "#7c3aed", pending: palette.warn };
   const nothing = (what) => `Nothing this month: ${what}.`;
 
   drawChart(document.getElementById("chart-daily"), {
     type: "bar",
     data: {
       labels: data.daily.map((d) => d.day.slice(5)),
-      datasets: ["policy", "operator", "timeout", "agent", "pending"].map((key) => ({
+      datasets: ["policy", "standing", "operator", "timeout", "agent", "pending"].map((key) => ({
         label: key === "agent" ? "cancelled" : key,
         data: data.daily.map((d) => d[key]),
         backgroundColor: colours[key],

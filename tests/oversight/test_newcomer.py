@@ -83,7 +83,7 @@ def test_it_logs_an_ordinary_refusal_in_one_line(client, operator, caplog):
 
 
 def test_it_still_logs_the_traceback_of_a_server_error():
-    from oversight.logs import OneLineClientErrors
+    from oversight.logfilters import OneLineClientErrors
 
     try:
         raise RuntimeError("boom")

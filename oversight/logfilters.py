@@ -1,8 +1,22 @@
-"""Log filters: an expected client error (a 4xx) is one line, not a traceback."""
+"""Logging filters, importable while settings load (no models here)."""
 
 from __future__ import annotations
 
 import logging
+import re
+
+TOKEN_IN_PATH = re.compile(r"/d/[^/\s]+/")
+
+
+class RedactLinkTokens(logging.Filter):
+    """Log `/d/…/` instead of a decision link's token: Django logs the path of every 4xx."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "/d/" in record.msg:
+            record.msg = TOKEN_IN_PATH.sub("/d/…/", record.msg)
+        if record.args and isinstance(record.args, tuple):
+            record.args = tuple(TOKEN_IN_PATH.sub("/d/…/", a) if isinstance(a, str) else a for a in record.args)
+        return True
 
 
 class OneLineClientErrors(logging.Filter):
@@ -16,10 +30,6 @@ class OneLineClientErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         status = getattr(record, "status_code", None)
         if isinstance(status, int) and status < 500 and record.exc_info:
-            exc = record.exc_info[1]
             record.exc_info = None
             record.exc_text = None
-            if exc is not None and str(exc) and str(exc) not in record.getMessage():
-                record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
-                record.args = ()
         return True
