@@ -54,3 +54,34 @@ def test_it_serves_the_favicon_and_tells_where_the_local_passwords_are(live, ope
         expect(page.locator("#local-logins")).to_contain_text("local-logins.txt")
     else:  # a shared database: no hint about local files
         expect(page.locator("#local-logins")).to_have_count(0)
+
+
+CHART_STATE = """() => {
+  const chart = Chart.getChart(document.querySelector(".host-chart"));
+  const x = chart.scales.x;
+  return {span: x.max - x.min, labels: x.ticks.map((t) => String(t.label)),
+          legend: chart.legend.legendItems.map((i) => ({text: i.text, hidden: i.hidden}))};
+}"""
+
+
+def test_it_draws_monitoring_axes_over_the_whole_range_with_unique_labels(live, open_page, operator):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from monitoring.models import HostSample
+
+    now = timezone.now()
+    HostSample.objects.bulk_create([
+        HostSample(host="web-1", at=now - timedelta(minutes=m), pressure=60 + m % 7, total_bytes=16 << 30,
+                   available_bytes=5 << 30, used_bytes=11 << 30) for m in range(0, 12, 2)])
+    page = open_page(live.url, "olivia", "/monitoring/")
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "live", timeout=20000)
+    for button, hours in (("Last hour", 1), ("24 hours", 24), ("7 days", 24 * 7)):
+        page.get_by_role("button", name=button).click()
+        page.wait_for_timeout(400)
+        state = page.evaluate(CHART_STATE)
+        assert abs(state["span"] - hours * 3600_000) < 60_000, (button, state["span"])
+        assert len(set(state["labels"])) == len(state["labels"]) >= 4, (button, state["labels"])
+        # Nothing starts struck through: a series with no data is left out of the legend.
+        assert not any(item["hidden"] for item in state["legend"]), state["legend"]
