@@ -17,7 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from monitoring.hooks import firing_alerts
-from oversight import actions
+from oversight import actions, deciders
 from oversight.api.errors import error_response
 from oversight.models import FINAL_STATUSES, REJECT_PRESETS, OversightRequest, Source, Status
 from oversight.roles import MANAGERS, OPERATORS, has_role, is_manager, is_operator, role_required
@@ -213,14 +213,17 @@ def _decode_history_cursor(raw: str):
 
 
 class DecideError(Exception):
-    def __init__(self, status: int, message: str, req: OversightRequest | None = None):
+    def __init__(self, status: int, message: str, req: OversightRequest | None = None, code: str = ""):
         super().__init__(message)
         self.status = status
         self.message = message
         self.req = req
+        self.code = code or _code(status)
 
 
-def decide_one(request: HttpRequest, request_id, outcome_name: str, reason: str) -> OversightRequest:
+def decide_one(
+    request: HttpRequest, request_id, outcome_name: str, reason: str, *, bulk: bool = False
+) -> OversightRequest:
     """One operator decision by the signed-in user; raises DecideError with the status to answer."""
     try:
         request_id = uuid.UUID(str(request_id))
@@ -232,12 +235,23 @@ def decide_one(request: HttpRequest, request_id, outcome_name: str, reason: str)
     reason = reason.strip()
     if outcome == Status.REJECTED and not reason:
         raise DecideError(400, "A reason is required to reject.")
+    snapshot = OversightRequest.objects.filter(id=request_id).only("owner_username", "approver_groups").first()
+    if snapshot is None:
+        raise DecideError(404, "No such request.")
+    refused = deciders.refusal(request.user, snapshot)
+    if refused:
+        raise DecideError(403, refused)
     try:
         return actions.do_decide(
-            request_id, outcome=outcome, source=Source.OPERATOR, by=request.user.get_username(), reason=reason[:2000]
+            request_id, outcome=outcome, source=Source.OPERATOR, by=request.user.get_username(),
+            reason=reason[:2000], bulk=bulk,
         )
     except OversightRequest.DoesNotExist:
         raise DecideError(404, "No such request.") from None
+    except actions.AlreadyApproved as repeat:
+        raise DecideError(409, str(repeat), repeat.request, code="already_approved") from None
+    except actions.IndividualApprovalRequired as quorum:
+        raise DecideError(409, str(quorum), quorum.request, code="individual_approval_required") from None
     except actions.AlreadyDecided as lost:
         req = lost.request
         who = req.decided_by or req.decision_source
@@ -256,7 +270,7 @@ def decide(request: HttpRequest, request_id):
         req = decide_one(request, request_id, request.POST.get("outcome", ""), request.POST.get("reason", ""))
     except DecideError as error:
         if _wants_json(request):
-            body = {"error": {"code": _code(error.status), "message": error.message}}
+            body = {"error": {"code": error.code, "message": error.message}}
             if error.req is not None:
                 body["request"] = request_dict(error.req)
             return JsonResponse(body, status=error.status)
@@ -276,10 +290,10 @@ def decide_bulk(request: HttpRequest):
     results = []
     for request_id in ids:
         try:
-            req = decide_one(request, request_id, outcome, reason)
+            req = decide_one(request, request_id, outcome, reason, bulk=True)
             results.append({"id": request_id, "status": 200, "request": request_dict(req)})
         except DecideError as error:
-            results.append({"id": request_id, "status": error.status, "message": error.message})
+            results.append({"id": request_id, "status": error.status, "code": error.code, "message": error.message})
     if not ids:
         status = 400
     else:

@@ -18,7 +18,8 @@ def admin_client(client):
 
 def test_creating_an_agent_shows_its_key_once(admin_client):
     response = admin_client.post("/admin/oversight/agent/add/", {
-        "name": "ci-bot", "description": "", "keys-TOTAL_FORMS": "0", "keys-INITIAL_FORMS": "0",
+        "name": "ci-bot", "description": "", "hosts": "[]", "operations": "[]", "max_pending": "20",
+        "keys-TOTAL_FORMS": "0", "keys-INITIAL_FORMS": "0",
     }, follow=True)
     assert response.status_code == 200
     text = response.content.decode()
@@ -35,7 +36,8 @@ def test_editing_a_policy_writes_a_new_version(admin_client):
     data = {
         "memory_pressure": "85", "delegation_depth": "4", "circular_refs": "3", "timeout_seconds": "300",
         "timeout_action": "reject", "escalate_after": "0.5", "escalation_contacts": "[]", "trusted_agents": '["ci-bot"]',
-        "note": "quieter",
+        "min_timeout_seconds": "60", "required_approvals": "1", "approver_groups": "[]", "missing_metrics": "ignore",
+        "reject_cooldown_seconds": "300", "note": "quieter",
     }
     response = admin_client.post(f"/admin/oversight/policy/{policy.pk}/change/", data)
     assert response.status_code == 302, response.content.decode()[:2000]
