@@ -137,7 +137,7 @@ def test_the_last_two_approvals_at_once_make_one_decision(agent):
     for round_ in range(4):
         req = ask(agent, {"round": round_})
         approve(req, "alice")
-        results = _race([lambda who=who: approve(req, who) for who in ("bob", "carol", "dave")])
+        results = _race([lambda who=who, req=req: approve(req, who) for who in ("bob", "carol", "dave")])
         req.refresh_from_db()
         assert req.status == Status.APPROVED and req.approval_count == 3
         assert len({a["by"] for a in req.approvals}) == 3
@@ -154,10 +154,10 @@ def test_the_last_approval_racing_a_reject_or_the_timeout_makes_one_decision(age
         approve(req, "alice")
         just_before = req.deadline - timedelta(milliseconds=1)
         _race([
-            lambda: approve(req, "bob", now=just_before),
-            lambda: actions.do_decide(req.id, outcome=Status.REJECTED, source=Source.OPERATOR, by="carol",
-                                      reason="no", now=just_before),
-            lambda: actions.expire_due(now=req.deadline),
+            lambda req=req, at=just_before: approve(req, "bob", now=at),
+            lambda req=req, at=just_before: actions.do_decide(
+                req.id, outcome=Status.REJECTED, source=Source.OPERATOR, by="carol", reason="no", now=at),
+            lambda req=req: actions.expire_due(now=req.deadline),
         ])
         req.refresh_from_db()
         assert req.status in (Status.APPROVED, Status.REJECTED)
