@@ -12,7 +12,7 @@ from oversight.models import OversightRequest
 from oversight.roles import OPERATORS, has_role
 
 
-def _groups(user) -> set[str]:
+def groups_of(user) -> set[str]:
     names = getattr(user, "_oversight_groups", None)
     if names is None:
         names = set(user.groups.values_list("name", flat=True))
@@ -26,7 +26,7 @@ def refusal(user, req: OversightRequest) -> str:
         return "Only operators decide requests."
     if req.owner_username and user.get_username() == req.owner_username:
         return "You own the agent that asks: another operator decides its requests."
-    if req.approver_groups and not (_groups(user) & set(req.approver_groups)):
+    if req.approver_groups and not (groups_of(user) & set(req.approver_groups)):
         return f"Only members of {', '.join(req.approver_groups)} decide requests of this policy."
     return ""
 

@@ -57,6 +57,7 @@ def request_dict(req: OversightRequest) -> dict:
         "escalated_at": iso(req.escalated_at),
         "timeout_action": req.timeout_action,
         "required_approvals": req.required_approvals,
+        "approver_groups": req.approver_groups,
         "approvals": approvals_list(req),
         "decision": decision_dict(req),
         "poll_after_ms": POLL_AFTER_MS if req.status == Status.PENDING else None,

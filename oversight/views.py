@@ -53,12 +53,13 @@ def queue(request: HttpRequest):
         .filter(status=Status.PENDING, critical=True)
         .order_by("deadline")
     )
-    resources = [request_dict(r) for r in pending]
+    resources = [request_dict(r) | _viewer_flags(request.user, r) for r in pending]
     return render(
         request,
         "queue.html",
         {
             "pending": resources,
+            "viewer": _viewer(request.user),
             "reject_reasons": REJECT_PRESETS,
             "alerts": firing_alerts(),
             "server_now": iso(timezone.now()),
@@ -86,11 +87,43 @@ def request_page(request: HttpRequest, request_id):
             "metrics": sorted(req.metrics.items()),
             "events": list(req.events.all()),
             "memory": _agent_memory(req),
-            "can_decide": req.status == Status.PENDING and has_role(request.user, OPERATORS),
+            "can_decide": req.status == Status.PENDING and deciders.may_decide(request.user, req),
+            "decide_refusal": deciders.refusal(request.user, req) if req.status == Status.PENDING else "",
+            "approved_by_me": deciders.has_approved(request.user, req),
+            "approval_line": approval_line(req),
             "reject_reasons": REJECT_PRESETS,
             "server_now": iso(timezone.now()),
         },
     )
+
+
+def approval_line(req: OversightRequest) -> str:
+    """"1 of 2 approved — by alice" for a request that needs several approvals."""
+    if req.required_approvals < 2:
+        return ""
+    names = [a["by"] for a in req.approvals]
+    line = f"{len(names)} of {req.required_approvals} approved"
+    return f"{line} — by {', '.join(names)}" if names else line
+
+
+def _viewer_flags(user, req: OversightRequest) -> dict:
+    """What the signed-in person may do with one queued request (buttons shown or not)."""
+    return {
+        "may_decide": deciders.may_decide(user, req),
+        "approved_by_me": deciders.has_approved(user, req),
+        "approval_line": approval_line(req),
+    }
+
+
+def _viewer(user) -> dict:
+    """Who is looking, for the queue's script to apply the same rules to live rows."""
+    from oversight.models import Agent
+
+    return {
+        "username": user.get_username(),
+        "groups": sorted(deciders.groups_of(user)),
+        "owned_agents": list(Agent.objects.filter(owner=user).values_list("name", flat=True)),
+    }
 
 
 def _agent_memory(req: OversightRequest) -> list:
