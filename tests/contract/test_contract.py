@@ -556,7 +556,7 @@ def test_it_feeds_a_snapshot_then_every_event(live, agent, operator, manager):
 def test_it_reports_health_and_prometheus_figures(live, agent, operator):
     health = httpx.get(live.url + "/healthz", timeout=10)
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "database": "ok", "channel_layer": "ok", "broker": "ok"}
+    assert health.json() == {"status": "ok", "database": "ok", "channel_layer": "ok", "broker": "ok", "clock": "ok"}
 
     submit(live, agent, metrics=ROUTINE)
     submit(live, agent)
