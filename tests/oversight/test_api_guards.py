@@ -149,3 +149,17 @@ def test_existing_and_new_policies_get_the_defaults(db):
     policy = ensure_default_policy()
     assert (policy.min_timeout_seconds, policy.required_approvals, policy.approver_groups, policy.missing_metrics,
             policy.reject_cooldown_seconds, policy.timeout_action) == (60, 1, [], "ignore", 300, "approve")
+
+
+def test_openapi_describes_the_oversight_fields_and_codes(client):
+    doc = client.get("/api/v1/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    resource = schemas["RequestResource"]["properties"]
+    assert {"required_approvals", "approvals", "approver_groups"} <= set(resource)
+    assert set(schemas["Approval"]["properties"]) == {"by", "at"}
+    assert {"agent_value", "monitored_value"} <= set(schemas["Trigger"]["properties"])
+    assert "min_timeout_seconds" in schemas["SubmitRequest"]["properties"]["timeout_seconds"]["description"]
+    codes = schemas["ErrorBody"]["properties"]["code"]["description"]
+    assert "too_many_pending" in codes and "already_approved" in codes
+    responses = doc["paths"]["/api/v1/requests"]["post"]["responses"]
+    assert "too_many_pending" in responses["429"]["description"] and "403" in responses
