@@ -310,7 +310,7 @@ def test_it_limits_an_agents_rate_with_retry_after(live):
 # --- §4 other endpoints ---------------------------------------------------------------
 
 
-def test_it_holds_a_wait_until_the_decision_and_bounds_it(live, agent, operator):
+def test_it_holds_a_wait_until_the_decision_and_bounds_it(live, agent, operator, short_timeouts):
     for wait in ("56", "-1", "soon"):
         assert_error(api(live, agent, "GET", f"/requests/{uuid.uuid4()}?wait={wait}"), 400, "validation_error")
         assert_error(api(live, agent, "POST", f"/requests?wait={wait}", json={"operation": "delegate", "summary": "x"}),
@@ -499,7 +499,7 @@ def test_it_refuses_the_feed_to_anyone_but_operators_and_managers(live, agent, o
     asyncio.run(check())
 
 
-def test_it_feeds_a_snapshot_then_every_event(live, agent, operator, manager):
+def test_it_feeds_a_snapshot_then_every_event(live, agent, operator, manager, short_timeouts):
     waiting = submit(live, agent, "Waiting before the feed opened")
     with browser(live, operator.username) as olivia, browser(live, manager.username) as maria:
         cookie = session_cookie(olivia)
