@@ -87,7 +87,10 @@ def assert_resource(resource: dict) -> None:
     assert resource["timeout_action"] in {"approve", "reject"}
     assert set(resource["policy"]) == {"operation", "version"} and isinstance(resource["policy"]["version"], int)
     for trigger in resource["triggers"]:
-        assert set(trigger) == {"rule", "threshold", "value", "fired", "source"}
+        # §9.1: memory_pressure also carries both values it was judged from.
+        both = {"agent_value", "monitored_value"} if trigger["rule"] == "memory_pressure" else set()
+        assert set(trigger) == {"rule", "threshold", "value", "fired", "source"} | both
+    assert isinstance(resource["required_approvals"], int) and isinstance(resource["approvals"], list)
     assert ISO_MS.match(resource["created_at"])
     # A request the policy approved at once never had a deadline; every other one has.
     if resource["critical"]:
