@@ -197,7 +197,8 @@ def test_it_answers_the_example_submission_with_the_example_resource(live, agent
     assert resource["payload"] == EXAMPLE["payload"] and resource["metrics"] == EXAMPLE["metrics"]
     assert resource["status"] == "pending" and resource["critical"] is True
     assert resource["triggers"] == [
-        {"rule": "memory_pressure", "threshold": 80, "value": 83.5, "fired": True, "source": "agent"},
+        {"rule": "memory_pressure", "threshold": 80, "value": 83.5, "fired": True, "source": "agent",
+         "agent_value": 83.5, "monitored_value": None},
         {"rule": "delegation_depth", "threshold": 4, "value": 5, "fired": True, "source": "agent"},
         {"rule": "circular_refs", "threshold": 3, "value": 1, "fired": False, "source": "agent"},
     ]
@@ -537,8 +538,10 @@ def test_it_feeds_a_snapshot_then_every_event(live, agent, operator, manager, sh
                 event = await next_event(socket, about(waiting["id"], "request.decided"))
                 assert_decision(event["request"]["decision"], "cancelled", "agent")
 
-                # No read of the request: the workers' sweep applies the timeout.
-                short = await asyncio.to_thread(submit, live, agent, "Times out", CRITICAL, timeout_seconds=1)
+                # No read of the request: the workers' sweep applies the timeout. (Another
+                # payload: the same one as the rejected request would be rejected at once.)
+                short = await asyncio.to_thread(submit, live, agent, "Times out", CRITICAL, timeout_seconds=1,
+                                                payload={"attempt": 2})
                 event = await next_event(socket, about(short["id"], "request.decided"), timeout=20)
                 assert event["request"]["status"] == "approved"
                 assert_decision(event["request"]["decision"], "approved", "timeout")
