@@ -18,12 +18,25 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from oversight import policy as policies
-from oversight.events import FEED_GROUP, request_group, send_event_on_commit
-from oversight.models import Agent, ApiKey, AuditEvent, OversightRequest, Policy, Source, Status, TimeoutAction
-from oversight.serializers import iso, request_dict
+from oversight.diffs import json_changes
+from oversight.events import FEED_GROUP, ROUTINE_GROUP, request_group, send_event_on_commit
+from oversight.models import (
+    Agent,
+    ApiKey,
+    AuditEvent,
+    OversightRequest,
+    Policy,
+    Source,
+    StandingGrant,
+    Status,
+    TimeoutAction,
+)
+from oversight.serializers import canonical_digest, grant_dict, iso, request_dict
 
 log = logging.getLogger(__name__)
 
@@ -114,24 +127,20 @@ def _load(request_id) -> OversightRequest:
 def _broadcast(req: OversightRequest, event_type: str) -> None:
     """To the browsers' feed; decisions also to agents long-polling this request.
 
-    Routine approvals by the policy (the bulk of the traffic, never queued) go to the
-    feed unless OVERSIGHT_FEED_POLICY_DECISIONS is off: every browser gets every
-    event, so at hundreds of sockets they dominate the fan-out.
+    Routine approvals by the policy (the bulk of the traffic, never queued) go only to
+    the sockets that asked for them (ROUTINE_GROUP), and nowhere when
+    OVERSIGHT_FEED_POLICY_DECISIONS is off: at hundreds of sockets they would dominate
+    the fan-out, and no operator's queue shows them.
     """
     if event_type != "request.decided":
         groups = (FEED_GROUP,)
     elif req.decision_source == Source.POLICY:
         if not settings.OVERSIGHT_FEED_POLICY_DECISIONS:
             return
-        groups = (FEED_GROUP,)  # nobody long-polls a request decided at submission
+        groups = (ROUTINE_GROUP,)  # nobody long-polls a request decided at submission
     else:
         groups = (FEED_GROUP, request_group(req.id))
     send_event_on_commit(event_type, {"request": request_dict(req)}, groups=groups)
-
-
-def canonical_digest(value) -> str:
-    """SHA-256 of canonical JSON (sorted keys, no spaces): one payload, one digest."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def check_host(agent: Agent, host: str | None) -> None:
@@ -230,6 +239,11 @@ def do_submit(
     try:
         with transaction.atomic():
             if req.status == Status.PENDING:
+                # Taken in this transaction: were the insert rolled back, so is the use.
+                grant = use_standing_grant(agent, submission.operation, policy, evaluation.triggers, req.payload)
+                if grant is not None:
+                    _approve_by_grant(req, grant, now)
+            if req.status == Status.PENDING:
                 _check_pending_limit(agent, now)
             req.save(force_insert=True)
             AuditEvent.objects.bulk_create(_submission_events(req, policy, now))
@@ -300,13 +314,12 @@ def _submission_events(req: OversightRequest, policy: Policy, now: datetime) -> 
 def _decided_event(req: OversightRequest) -> AuditEvent:
     kind = AuditEvent.Kind.CANCELLED if req.status == Status.CANCELLED else AuditEvent.Kind.DECIDED
     actor = req.decided_by or req.decision_source
-    return AuditEvent(
-        request=req,
-        kind=kind,
-        at=req.decided_at,
-        actor=actor,
-        data={"outcome": req.status, "source": req.decision_source, "reason": req.decision_reason},
-    )
+    data = {"outcome": req.status, "source": req.decision_source, "reason": req.decision_reason}
+    if req.decision_note:
+        data["note"] = req.decision_note
+    if req.decision_payload is not None:
+        data["payload_changes"] = json_changes(req.payload, req.decision_payload)
+    return AuditEvent(request=req, kind=kind, at=req.decided_at, actor=actor, data=data)
 
 
 def do_decide(
@@ -316,6 +329,9 @@ def do_decide(
     source: str,
     by: str = "",
     reason: str = "",
+    payload: dict | None = None,
+    note: str = "",
+    grant: GrantAsked | None = None,
     now: datetime | None = None,
     bulk: bool = False,
 ) -> OversightRequest:
@@ -323,13 +339,20 @@ def do_decide(
 
     `outcome` is a final status (approved, rejected, cancelled). People and agents
     can only decide before the deadline; past it, the timeout is applied instead
-    and they are told it won.
+    and they are told it won. An operator's approval may carry `payload`, the edited
+    payload the agent may run instead (the audit keeps what changed), and any
+    operator's decision a `note` to the agent. An operator's approval with `grant` also
+    makes a standing grant (`make_standing_grant`) in the same transaction.
     """
+    if payload is not None and outcome != Status.APPROVED:
+        raise ValueError("Only an approval can change the payload.")
+    if grant is not None and (outcome != Status.APPROVED or source != Source.OPERATOR):
+        raise ValueError("Only an operator's approval can make a standing grant.")
     now = now or timezone.now()
     if outcome not in (Status.APPROVED, Status.REJECTED, Status.CANCELLED):
         raise ValueError(f"Not a final outcome: {outcome!r}")
     if outcome == Status.APPROVED and source == Source.OPERATOR:
-        return do_approve(request_id, by=by, reason=reason, now=now, bulk=bulk)
+        return do_approve(request_id, by=by, reason=reason, payload=payload, note=note, grant=grant, now=now, bulk=bulk)
     claim = OversightRequest.objects.filter(id=request_id, status=Status.PENDING)
     if source != Source.TIMEOUT:
         claim = claim.filter(deadline__gt=now)
@@ -337,7 +360,10 @@ def do_decide(
         claim = claim.filter(deadline__lte=now)
 
     with transaction.atomic():
-        won = claim.update(status=outcome, decision_source=source, decided_by=by, decision_reason=reason, decided_at=now)
+        won = claim.update(
+            status=outcome, decision_source=source, decided_by=by, decision_reason=reason, decided_at=now,
+            decision_payload=payload, decision_note=note,
+        )
         req = _load(request_id)
         if won != 1:
             lost_to = req
@@ -345,6 +371,8 @@ def do_decide(
             _decided_event(req).save()
             _broadcast(req, "request.decided")
             _schedule_callback(req)
+            if grant is not None:
+                make_standing_grant(req, grant, by=by, now=now)
             return req
 
     # Lost: either someone else decided first, or the deadline passed.
@@ -354,15 +382,27 @@ def do_decide(
 
 
 def do_approve(
-    request_id, *, by: str, reason: str = "", now: datetime | None = None, bulk: bool = False
+    request_id,
+    *,
+    by: str,
+    reason: str = "",
+    payload: dict | None = None,
+    note: str = "",
+    grant: GrantAsked | None = None,
+    now: datetime | None = None,
+    bulk: bool = False,
 ) -> OversightRequest:
     """One operator's approval. The request is approved when `required_approvals`
     different operators have approved it; until then it stays pending.
 
-    Each approval claims the row on its approval count (compare-and-swap): of two
-    approvals given at once one wins, the other reads again and either adds itself
-    after it or finds the request final. A reject or the timeout claims on status, so
-    exactly one final decision is ever written.
+    Each approval claims the row on `approval_count`, the number of approvals ever
+    given (compare-and-swap): of two approvals given at once one wins, the other reads
+    again and either adds itself after it or finds the request final. A reject or the
+    timeout claims on status, so exactly one final decision is ever written.
+
+    An approval with changes (`payload`) is for the new payload: it discards the
+    approvals given before it. Under a quorum a standing grant is made by the approval
+    that completes it, only if every approver asked for one (the shortest asked applies).
     """
     now = now or timezone.now()
     while True:
@@ -371,17 +411,22 @@ def do_approve(
             raise AlreadyDecided(req)
         if req.deadline is not None and req.deadline <= now:
             raise AlreadyDecided(apply_timeout_if_due(req, now=now))
-        if any(a.get("by") == by for a in req.approvals):
+        if payload is None and any(a.get("by") == by for a in req.approvals):
             raise AlreadyApproved(req)
-        count = req.approval_count
-        complete = count + 1 >= req.required_approvals
         if bulk and req.required_approvals >= 2:
             raise IndividualApprovalRequired(req)
-        approvals = [*req.approvals, {"by": by, "at": iso(now)}]
+        entry = {"by": by, "at": iso(now)}
+        if grant is not None:
+            entry["grant"] = {"seconds": grant.seconds, "uses": grant.uses, "any_payload": grant.any_payload}
+        approvals = [entry] if payload is not None else [*req.approvals, entry]
+        count = req.approval_count
+        complete = len(approvals) >= req.required_approvals
         changes = {"approvals": approvals, "approval_count": count + 1}
+        if payload is not None:
+            changes["decision_payload"] = payload
         if complete:
             changes |= {"status": Status.APPROVED, "decision_source": Source.OPERATOR, "decided_by": by,
-                        "decision_reason": reason, "decided_at": now}
+                        "decision_reason": reason, "decided_at": now, "decision_note": note}
         with transaction.atomic():
             won = OversightRequest.objects.filter(
                 id=request_id, status=Status.PENDING, approval_count=count, deadline__gt=now
@@ -391,15 +436,31 @@ def do_approve(
             req = _load(request_id)
             AuditEvent.objects.create(
                 request=req, kind=AuditEvent.Kind.APPROVED, at=now, actor=by,
-                data={"approvals": count + 1, "required": req.required_approvals},
+                data={"approvals": len(approvals), "required": req.required_approvals,
+                      "with_changes": payload is not None},
             )
-            if complete:
-                _decided_event(req).save()
-                _broadcast(req, "request.decided")
-                _schedule_callback(req)
-            else:
+            if not complete:
                 _broadcast(req, "request.updated")
+                return req
+            _decided_event(req).save()
+            _broadcast(req, "request.decided")
+            _schedule_callback(req)
+            agreed = _agreed_grant(approvals)
+            if agreed is not None:
+                make_standing_grant(req, agreed, by=by, now=now)
             return req
+
+
+def _agreed_grant(approvals: list[dict]) -> GrantAsked | None:
+    """The grant every approver asked for (the shortest and fewest), or None."""
+    asks = [a.get("grant") for a in approvals]
+    if not asks or any(ask is None for ask in asks):
+        return None
+    return GrantAsked(
+        seconds=min(ask["seconds"] for ask in asks),
+        uses=min(ask["uses"] for ask in asks),
+        any_payload=all(ask["any_payload"] for ask in asks),
+    )
 
 
 def apply_timeout_if_due(req: OversightRequest, *, now: datetime | None = None) -> OversightRequest:
@@ -539,3 +600,114 @@ def do_change_policy(operation: str, changes: dict, *, by: str, note: str = "", 
                   "note": note},
         )
     return policy
+
+
+# --- Standing approvals (spec §9.7) ----------------------------------------------------
+
+STANDING_USES_DEFAULT = 10
+STANDING_USES_MAX = 100
+
+
+@dataclass(frozen=True)
+class GrantAsked:
+    """What an operator asked for beside an approval: for `seconds`, at most `uses` times,
+    for the same payload only unless `any_payload`."""
+
+    seconds: int
+    uses: int = STANDING_USES_DEFAULT
+    any_payload: bool = False
+
+
+def make_standing_grant(req: OversightRequest, asked: GrantAsked, *, by: str, now: datetime) -> StandingGrant:
+    """The grant made by an approval of `req` (call inside its transaction)."""
+    grant = StandingGrant.objects.create(
+        agent=req.agent,
+        operation=req.operation,
+        policy_id=req.policy_id,
+        request=req,
+        rules={t["rule"]: t["value"] for t in req.triggers if t["fired"]},
+        payload_digest="" if asked.any_payload else canonical_digest(req.payload),
+        created_by=by,
+        created_at=now,
+        expires_at=now + timedelta(seconds=asked.seconds),
+        max_uses=asked.uses,
+        uses_left=asked.uses,
+    )
+    AuditEvent.objects.create(
+        request=req, kind=AuditEvent.Kind.GRANT_CREATED, at=now, actor=by,
+        data={"grant": grant.pk, "seconds": asked.seconds, "uses": asked.uses, "any_payload": asked.any_payload,
+              "rules": grant.rules, "policy": str(req.policy)},
+    )
+    send_event_on_commit("grant.created", {"grant": grant_dict(grant)})
+    return grant
+
+
+def use_standing_grant(agent: Agent, operation: str, policy: Policy, triggers: list[dict], payload: dict):
+    """Take one use of a live grant that covers this submission, or return None.
+
+    Live means: the policy version it was made under is the one evaluating now, not
+    revoked, uses left, not expired by the database's clock. The use is a conditional
+    UPDATE on those same conditions, so a revoke or the last use racing it wins or loses
+    whole. Call inside the submission's transaction.
+    """
+    fired = {t["rule"]: t["value"] for t in triggers if t["fired"]}
+    digest = canonical_digest(payload)
+    live = {"revoked_at__isnull": True, "uses_left__gt": 0, "expires_at__gt": Now()}
+    candidates = StandingGrant.objects.filter(agent=agent, operation=operation, policy=policy, **live)
+    for grant in candidates.order_by("expires_at", "id"):
+        if grant.payload_digest and grant.payload_digest != digest:
+            continue
+        if not _covered(fired, grant.rules):
+            continue
+        if StandingGrant.objects.filter(id=grant.id, **live).update(uses_left=F("uses_left") - 1) == 1:
+            grant.uses_left -= 1
+            return grant
+    return None
+
+
+def _covered(fired: dict, granted: dict) -> bool:
+    """Every rule fired now was fired by the granting request, each value no higher."""
+    for rule, value in fired.items():
+        if rule not in granted:
+            return False
+        limit = granted[rule]
+        if value is not None and (limit is None or value > limit):
+            return False
+    return True
+
+
+def _approve_by_grant(req: OversightRequest, grant: StandingGrant, now: datetime) -> None:
+    req.status = Status.APPROVED
+    req.decision_source = Source.STANDING
+    req.decided_by = grant.created_by
+    req.decision_reason = (
+        f"Standing approval #{grant.pk} by {grant.created_by} until {iso(grant.expires_at)} "
+        f"({grant.uses_left} of {grant.max_uses} uses left)."
+    )
+    req.decided_at = now
+    req.standing_grant = grant
+    req.deadline = req.escalate_at = None
+
+
+def do_revoke_grant(grant_id: int, *, by: str, now: datetime | None = None) -> StandingGrant:
+    """Revoke a grant; raises StandingGrant.DoesNotExist when it is unknown or already revoked."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        if StandingGrant.objects.filter(id=grant_id, revoked_at__isnull=True).update(revoked_at=now, revoked_by=by) != 1:
+            raise StandingGrant.DoesNotExist(f"No grant #{grant_id} in force.")
+        grant = StandingGrant.objects.select_related("agent", "policy").get(id=grant_id)
+        AuditEvent.objects.create(
+            request_id=grant.request_id, kind=AuditEvent.Kind.GRANT_REVOKED, at=now, actor=by,
+            data={"grant": grant.pk, "uses_left": grant.uses_left},
+        )
+        send_event_on_commit("grant.revoked", {"grant": grant_dict(grant)})
+    return grant
+
+
+def grants_in_force():
+    """Grants that can still approve something: for the queue page and the feed's snapshot."""
+    return (
+        StandingGrant.objects.select_related("agent", "policy")
+        .filter(revoked_at__isnull=True, uses_left__gt=0, expires_at__gt=Now(), policy__is_current=True)
+        .order_by("expires_at", "id")
+    )

@@ -27,6 +27,10 @@ from django.db import transaction
 log = logging.getLogger(__name__)
 
 FEED_GROUP = "feed"
+# Routine approvals by the policy: the bulk of the traffic, and never in an operator's
+# queue. Sockets that ask for them (the contract's default) join this group too; the
+# site's own pages open the feed with `?routine=0` and never receive them.
+ROUTINE_GROUP = "feed.routine"
 
 
 def request_group(request_id) -> str:

@@ -158,6 +158,7 @@ def _form_values(policy: Policy) -> dict:
         "approver_groups": "\n".join(policy.approver_groups or []),
         "missing_metrics": policy.missing_metrics,
         "reject_cooldown_seconds": str(policy.reject_cooldown_seconds),
+        "max_standing_seconds": str(policy.max_standing_seconds),
         "note": "",
     }
 
