@@ -192,3 +192,34 @@ def test_approvals_in_separate_processes_make_exactly_one_decision(agent):
     assert [kind for kind, _ in outcomes].count("approved") == 1
     assert [kind for kind, _ in outcomes].count("partial") == 1
     assert decisions(req) == 1
+
+
+@pytest.mark.django_db
+def test_an_approval_with_changes_discards_the_approvals_before_it(agent):
+    quorum()
+    req = ask(agent, {"table": "staging"})
+    approve(req, "alice")
+    changed = approve(req, "bob", payload={"table": "staging_copy"})
+    assert changed.status == Status.PENDING
+    assert [a["by"] for a in request_dict(changed)["approvals"]] == ["bob"]
+    done = approve(req, "alice")  # alice approves again: now the changed payload
+    assert done.status == Status.APPROVED and done.decision_payload == {"table": "staging_copy"}
+    assert [a["by"] for a in request_dict(done)["approvals"]] == ["bob", "alice"]
+
+
+@pytest.mark.django_db
+def test_under_a_quorum_a_grant_needs_every_approver_and_the_shortest_applies(agent):
+    from oversight.models import StandingGrant
+
+    quorum(max_standing_seconds=3600)
+    asked = actions.GrantAsked(seconds=1800, uses=5)
+    first = ask(agent, {"n": 1})
+    approve(first, "alice", grant=asked)
+    approve(first, "bob")
+    assert not StandingGrant.objects.exists()
+    second = ask(agent, {"n": 2})
+    approve(second, "alice", grant=actions.GrantAsked(seconds=600, uses=7))
+    done = approve(second, "bob", grant=asked)
+    grant = StandingGrant.objects.get()
+    assert grant.created_by == "bob" and grant.max_uses == 5
+    assert (grant.expires_at - done.decided_at).total_seconds() == 600
