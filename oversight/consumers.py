@@ -111,18 +111,12 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
 
 def snapshot() -> dict:
     from monitoring.hooks import firing_alerts
-    from oversight.actions import grants_in_force
     from oversight.models import OversightRequest, Status
-    from oversight.serializers import grant_dict, request_dict
+    from oversight.serializers import request_dict
 
     pending = (
         OversightRequest.objects.select_related("agent")
         .filter(status=Status.PENDING, critical=True)
         .order_by("deadline")
     )
-    return {
-        "type": "snapshot",
-        "pending": [request_dict(r) for r in pending],
-        "alerts": firing_alerts(),
-        "grants": [grant_dict(g) for g in grants_in_force()],
-    }
+    return {"type": "snapshot", "pending": [request_dict(r) for r in pending], "alerts": firing_alerts()}

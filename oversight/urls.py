@@ -29,6 +29,7 @@ urlpatterns = [
     path("requests/<uuid:request_id>/", views.request_page, name="request"),
     path("requests/<uuid:request_id>/decide", views.decide, name="decide"),
     path("requests/decide", views.decide_bulk, name="decide-bulk"),
+    path("grants/", views.grants, name="grants"),
     path("grants/<int:grant_id>/revoke", views.revoke_grant, name="revoke-grant"),
     path("history/", views.history, name="history"),
     path("d/<str:token>/", links.decision_link, name="decision-link"),

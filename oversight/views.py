@@ -383,6 +383,13 @@ def _standing_choices(most: int) -> list[tuple[int, str]]:
     return choices
 
 
+@require_GET
+@role_required(OPERATORS)
+def grants(request: HttpRequest):
+    """The standing grants in force, as JSON: the queue reloads them on every (re)connection."""
+    return JsonResponse({"grants": [grant_dict(g) for g in actions.grants_in_force()]})
+
+
 @require_POST
 def revoke_grant(request: HttpRequest, grant_id: int):
     _check_operator(request)

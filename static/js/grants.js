@@ -1,15 +1,23 @@
 // Standing approvals in force, on the queue: listed, kept live from the feed
-// (snapshot.grants, grant.created, grant.revoked) and revoked in place.
+// (grant.created, grant.revoked; reloaded from /grants/ on every (re)connection, as the
+// feed's snapshot holds requests and alerts only) and revoked in place.
 import { localiseTimes, postForm } from "./feed.js";
 
 const section = document.getElementById("grants");
 const list = document.getElementById("grant-list");
 const template = document.getElementById("grant-template");
 
-export function showGrants(grants) {
+export async function reloadGrants() {
   if (!section) return;
-  list.replaceChildren(...grants.map(grantItem));
-  refresh();
+  try {
+    const response = await fetch("/grants/", { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (!response.ok) return;
+    const { grants } = await response.json();
+    list.replaceChildren(...grants.map(grantItem));
+    refresh();
+  } catch {
+    // Offline: the list stays as it was; the next snapshot reloads it.
+  }
 }
 
 export function grantEvent(event) {

@@ -2,7 +2,7 @@
 import {
   clockOffset, connectFeed, countdownText, describeDecision, postForm, secondsLeft, showState,
 } from "./feed.js";
-import { grantEvent, showGrants } from "./grants.js";
+import { grantEvent, reloadGrants } from "./grants.js";
 
 const RETIRE_AFTER_MS = 2000;
 const queue = document.getElementById("queue");
@@ -161,7 +161,7 @@ function applySnapshot(snapshot) {
   for (const request of snapshot.pending) upsert(request);
   for (const row of liveRows()) place(row);
   alerts.replaceChildren(...snapshot.alerts.map(alertLine));
-  showGrants(snapshot.grants || []);
+  reloadGrants();
   counted();
 }
 

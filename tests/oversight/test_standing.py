@@ -218,3 +218,11 @@ def test_grants_are_in_the_openapi_enum_and_the_history_filter(client, operator)
     assert "standing" in schema["components"]["schemas"]["Decision"]["properties"]["source"]["enum"]
     client.force_login(operator)
     assert client.get("/history/?source=standing").status_code == 200
+
+
+def test_the_queue_reloads_grants_in_force_as_json(client, granted, manager):
+    assert [g["id"] for g in client.get("/grants/").json()["grants"]] == [granted.id]
+    actions.do_revoke_grant(granted.id, by="oscar")
+    assert client.get("/grants/").json()["grants"] == []
+    client.force_login(manager)
+    assert client.get("/grants/").status_code == 403

@@ -23,17 +23,15 @@ def grant_one(agent):
     return req.grants_made.get()
 
 
-async def test_grants_are_pushed_when_made_and_revoked_and_listed_in_the_snapshot(operator, agent):
+async def test_grants_are_pushed_when_made_and_revoked(operator, agent):
     feed, snapshot = await opened(operator)
-    assert snapshot["grants"] == []
+    assert set(snapshot) == {"type", "pending", "alerts"}  # the contract's snapshot, unchanged
     grant = await database_sync_to_async(grant_one)(agent)
     created = (await next_event(feed, "grant.created"))["grant"]
     assert (created["id"], created["by"], created["uses_left"], created["revoked_at"]) == (grant.id, "olivia", 3, None)
-    later, again = await opened(operator)
-    assert [g["id"] for g in again["grants"]] == [grant.id]
     await database_sync_to_async(actions.do_revoke_grant)(grant.id, by="oscar")
     await database_sync_to_async(flush_events)()
     revoked = (await next_event(feed, "grant.revoked"))["grant"]
     assert revoked["id"] == grant.id and revoked["revoked_by"] == "oscar"
     await feed.disconnect()
-    await later.disconnect()
+
