@@ -147,7 +147,9 @@ def mcp(args: argparse.Namespace) -> int:
     except ImportError as exc:
         return fail(f"the MCP server needs the mcp extra: pip install "
                     f"'oversight-client[mcp]' ({exc})")
-    return serve()
+    if not 0 <= args.wait <= MAX_WAIT:
+        return fail(f"--wait must be between 0 and {MAX_WAIT} seconds")
+    return serve(hold=args.wait)
 
 
 class Parser(argparse.ArgumentParser):
@@ -175,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long to wait for the decision (default: until decided)")
     p.set_defaults(run=ask)
     m = commands.add_parser("mcp", help="run a Model Context Protocol server over stdio")
+    m.add_argument("--wait", type=int, default=MAX_WAIT, metavar="SECONDS",
+                   help=f"how long request_approval holds for a decision (default {MAX_WAIT})")
     m.set_defaults(run=mcp)
     return parser
 
