@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from oversight import policy as policies
+from oversight import receipts
 from oversight.events import FEED_GROUP, request_group, send_event_on_commit
 from oversight.models import Agent, ApiKey, AuditEvent, OversightRequest, Policy, Source, Status, TimeoutAction
 from oversight.serializers import request_dict
@@ -151,6 +152,7 @@ def do_submit(
         callback_url=submission.callback_url,
         idempotency_key=submission.idempotency_key,
         body_digest=digest,
+        payload_sha256=receipts.payload_digest(submission.payload),
     )
     if evaluation.critical:
         req.deadline, req.escalate_at = deadline, escalate_at
@@ -159,6 +161,7 @@ def do_submit(
         req.decision_source = Source.POLICY
         req.decision_reason = "Trusted agent: policy bypassed." if evaluation.trusted_bypass else "No rule fired."
         req.decided_at = now
+        req.receipt = receipts.make_receipt(req, now=now)
 
     try:
         with transaction.atomic():
@@ -242,6 +245,7 @@ def do_decide(
         if won != 1:
             lost_to = req
         else:
+            receipts.attach(req, now=now)
             _decided_event(req).save()
             _broadcast(req, "request.decided")
             _schedule_callback(req)

@@ -25,6 +25,7 @@ def decision_dict(req: OversightRequest) -> dict | None:
         "by": req.decided_by or None,
         "reason": req.decision_reason,
         "decided_at": iso(req.decided_at),
+        "receipt": req.receipt or None,
     }
 
 
@@ -36,6 +37,7 @@ def request_dict(req: OversightRequest) -> dict:
         "operation": req.operation,
         "summary": req.summary,
         "payload": req.payload,
+        "payload_sha256": req.payload_sha256 or None,
         "metrics": req.metrics,
         "status": req.status,
         "critical": req.critical,

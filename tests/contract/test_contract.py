@@ -42,11 +42,11 @@ EXAMPLE = {
     "idempotency_key": "run-42-step-7",
 }
 RESOURCE_FIELDS = {
-    "id": str, "agent": str, "operation": str, "summary": str, "payload": dict, "metrics": dict,
+    "id": str, "agent": str, "operation": str, "summary": str, "payload": dict, "payload_sha256": str, "metrics": dict,
     "status": str, "critical": bool, "triggers": list, "policy": dict, "created_at": str,
     "deadline": (str, type(None)), "timeout_action": str, "decision": (dict, type(None)), "poll_after_ms": (int, type(None)),
 }
-DECISION_FIELDS = {"outcome", "source", "by", "reason", "decided_at"}
+DECISION_FIELDS = {"outcome", "source", "by", "reason", "decided_at", "receipt"}
 CRITICAL = {"memory_pressure": 95.0}
 ROUTINE = {"memory_pressure": 5.0}
 

@@ -37,6 +37,7 @@ from .errors import (
     ValidationError,
 )
 from .models import Decision, OversightRequest, Trigger
+from .receipts import ReceiptInvalid, verify_receipt
 from .reporter import MemoryReporter, Sample
 from .signature import verify_signature
 
@@ -61,6 +62,7 @@ __all__ = [
     "OversightRequest",
     "PayloadTooLarge",
     "RateLimited",
+    "ReceiptInvalid",
     "Rejected",
     "Sample",
     "TimedOut",
@@ -79,5 +81,6 @@ __all__ = [
     "memory_pressure",
     "require_approval",
     "set_default_client",
+    "verify_receipt",
     "verify_signature",
 ]
