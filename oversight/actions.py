@@ -161,7 +161,7 @@ def do_submit(
         req.decision_source = Source.POLICY
         req.decision_reason = "Trusted agent: policy bypassed." if evaluation.trusted_bypass else "No rule fired."
         req.decided_at = now
-        req.receipt = receipts.make_receipt(req, now=now)
+        req.receipt = receipts.decision_receipt(req, now=now)
 
     try:
         with transaction.atomic():

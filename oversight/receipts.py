@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import math
 import uuid
 from datetime import datetime, timedelta
@@ -31,6 +32,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
+
+log = logging.getLogger(__name__)
 
 ALGORITHM = "EdDSA"
 DECISION_TTL = 600  # seconds: the receipt made at decision time
@@ -369,12 +372,26 @@ def make_receipt(req, *, now: datetime | None = None, ttl: int = DECISION_TTL) -
     return sign(claims(req, now=now, ttl=ttl), now=now)
 
 
+def decision_receipt(req, *, now: datetime | None = None) -> str:
+    """The decision-time receipt, or "" when no key can sign (logged as an error).
+
+    A node that can't sign (SECRET_KEY differs from the one that stored the key, a bad
+    OVERSIGHT_SIGNING_KEY) still records the decision: verifiers then find no receipt
+    and refuse, which is the safe side, while deadlines keep being applied."""
+    try:
+        return make_receipt(req, now=now)
+    except SigningKeyError:
+        log.exception("No receipt for request %s", req.pk)
+        return ""
+
+
 def attach(req, *, now: datetime | None = None) -> None:
     """Make the decision-time receipt of a request just decided, and store it."""
     from oversight.models import OversightRequest
 
-    req.receipt = make_receipt(req, now=now)
-    OversightRequest.objects.filter(pk=req.pk).update(receipt=req.receipt)
+    req.receipt = decision_receipt(req, now=now)
+    if req.receipt:
+        OversightRequest.objects.filter(pk=req.pk).update(receipt=req.receipt)
 
 
 def fresh_receipt(req, *, now: datetime | None = None) -> str:

@@ -387,3 +387,17 @@ def test_the_policy_keeps_its_receipt_ttl_across_versions():
     policy = actions.do_change_policy("deploy", {"receipt_ttl_seconds": 120}, by="maria")
     policy = actions.do_change_policy("deploy", {"always": True}, by="maria")
     assert Policy.objects.get(pk=policy.pk).receipt_ttl_seconds == 120
+
+
+def test_a_node_that_cannot_sign_still_decides_and_leaves_no_receipt(client, agent, caplog):
+    body = pending(client, agent)
+    with override_settings(SECRET_KEY="first-secret"):
+        receipts.signing_key()
+    with override_settings(SECRET_KEY="another-secret"):
+        req = actions.do_decide(body["id"], outcome=Status.APPROVED, source=Source.OPERATOR, by="olivia")
+    assert req.status == Status.APPROVED and req.receipt == ""
+    assert OversightRequest.objects.get(id=body["id"]).status == Status.APPROVED
+    assert "No receipt for request" in caplog.text
+    resource = get(client, f"/api/v1/requests/{body['id']}", agent).json()
+    with pytest.raises(ReceiptInvalid):
+        verify(client, resource)

@@ -69,6 +69,7 @@ def test_it_exits_0_when_the_policy_approves(live, agent):
     assert resource["status"] == "approved" and resource["decision"]["source"] == "policy"
     assert resource["payload"] == {"path": "notes.txt"}
     assert resource["metrics"]["memory_pressure"] == 10
+    assert resource["payload_sha256"] and resource["decision"]["receipt"].count(".") == 2
 
 
 def test_it_exits_0_once_an_operator_approves(live, agent):
