@@ -342,7 +342,7 @@ def approvers(req) -> list[str]:
 def claims(req, *, now: datetime, ttl: int) -> dict:
     iat = int(now.timestamp())
     source = req.decision_source
-    grant = getattr(req, "grant_id", None) if source == "standing" else None
+    grant = getattr(req, "standing_grant_id", None) if source == "standing" else None
     return {
         "jti": uuid.uuid4().hex,
         "iss": settings.SITE_URL,

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('oversight', '0005_audit_escalation_notified'),
+        ('oversight', '0010_decision_links'),
     ]
 
     operations = [
