@@ -355,7 +355,7 @@ def claims(req, *, now: datetime, ttl: int) -> dict:
         "approvers": approvers(req),
         "policy": f"{req.policy_operation}@{req.policy_version}",
         "trusted": bool(req.trusted_bypass),
-        "grant": str(grant) if grant is not None else None,
+        "grant": grant,
         "iat": iat,
         "exp": iat + ttl,
     }

@@ -401,3 +401,29 @@ def test_a_node_that_cannot_sign_still_decides_and_leaves_no_receipt(client, age
     resource = get(client, f"/api/v1/requests/{body['id']}", agent).json()
     with pytest.raises(ReceiptInvalid):
         verify(client, resource)
+
+
+def test_an_approval_with_changes_signs_the_digest_of_the_changed_payload(client, agent):
+    body = pending(client, agent)
+    changed = PAYLOAD | {"path": "/etc/app.yaml.new"}
+    actions.do_decide(body["id"], outcome=Status.APPROVED, source=Source.OPERATOR, by="olivia",
+                      payload=changed)
+    resource = get(client, f"/api/v1/requests/{body['id']}", agent).json()
+    assert resource["payload_sha256"] == body["payload_sha256"]  # the payload as submitted
+    assert verify(client, resource, payload=changed)["approvers"] == ["olivia"]
+    with pytest.raises(ReceiptInvalid, match="not the one that was approved"):
+        verify(client, resource, payload=PAYLOAD)
+
+
+def test_a_standing_approval_names_its_grant_and_the_approval_that_made_it_none(client, agent):
+    actions.do_change_policy("*", {"max_standing_seconds": 600}, by="maria")
+    first = pending(client, agent)
+    actions.do_decide(first["id"], outcome=Status.APPROVED, source=Source.OPERATOR, by="olivia",
+                      grant=actions.GrantAsked(seconds=300, uses=3))
+    granting = get(client, f"/api/v1/requests/{first['id']}", agent).json()
+    assert verify(client, granting)["grant"] is None
+    later = submit(client, agent, metrics=DEEP, payload=PAYLOAD).json()
+    assert later["decision"]["source"] == "standing"
+    claims = verify(client, later)
+    req = OversightRequest.objects.get(id=later["id"])
+    assert claims["source"] == "standing" and claims["grant"] == req.standing_grant_id
