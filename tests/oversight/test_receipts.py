@@ -185,8 +185,8 @@ def test_a_cancel_through_the_api_carries_a_receipt(client, agent):
 
 
 def test_a_timeout_approval_is_refused_when_a_person_is_required(client, agent):
-    body = pending(client, agent, timeout_seconds=1)
-    with time_machine.travel(timezone.now() + timedelta(seconds=5), tick=False):
+    body = pending(client, agent, timeout_seconds=60)
+    with time_machine.travel(timezone.now() + timedelta(seconds=65), tick=False):
         resource = get(client, f"/api/v1/requests/{body['id']}", agent).json()
         assert resource["decision"]["source"] == "timeout"
         assert verify(client, resource)["source"] == "timeout"
@@ -427,3 +427,15 @@ def test_a_standing_approval_names_its_grant_and_the_approval_that_made_it_none(
     claims = verify(client, later)
     req = OversightRequest.objects.get(id=later["id"])
     assert claims["source"] == "standing" and claims["grant"] == req.standing_grant_id
+
+
+def test_a_two_person_approval_names_both_approvers_and_signs_once_complete(client, agent):
+    actions.do_change_policy("*", {"required_approvals": 2, "timeout_action": "reject"}, by="maria")
+    body = pending(client, agent)
+    actions.do_decide(body["id"], outcome=Status.APPROVED, source=Source.OPERATOR, by="olivia")
+    halfway = get(client, f"/api/v1/requests/{body['id']}", agent).json()
+    assert halfway["status"] == "pending" and halfway["decision"] is None
+    assert get(client, f"/api/v1/requests/{body['id']}/receipt", agent).status_code == 409
+    actions.do_decide(body["id"], outcome=Status.APPROVED, source=Source.OPERATOR, by="oscar")
+    resource = get(client, f"/api/v1/requests/{body['id']}", agent).json()
+    assert verify(client, resource, require_human=True)["approvers"] == ["olivia", "oscar"]

@@ -89,7 +89,8 @@ def test_it_exits_1_with_the_reason_when_an_operator_rejects(live, agent):
 
 
 def test_it_exits_1_when_the_deadline_rejects(live, agent):
-    actions.do_change_policy("deploy", {"always": True, "timeout_action": "reject"}, by="maria")
+    actions.do_change_policy("deploy", {"always": True, "timeout_action": "reject", "min_timeout_seconds": 1},
+                             by="maria")
     began = time.monotonic()
     code, resource, _ = ask(live, agent, "deploy", "--summary", "Deploy v2", *CALM, "--timeout", "1")
     assert code == 1

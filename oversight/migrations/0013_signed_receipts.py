@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('oversight', '0010_decision_links'),
+        ('oversight', '0012_audit_kinds_approved_and_grants'),
     ]
 
     operations = [
