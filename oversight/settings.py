@@ -45,6 +45,8 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
 SITE_URL = env_str("SITE_URL", f"http://127.0.0.1:{PORT}").rstrip("/")
+# The Ed25519 key (PEM) that signs decision receipts; empty: a key kept in the database.
+OVERSIGHT_SIGNING_KEY = env_str("OVERSIGHT_SIGNING_KEY", "") or ""
 
 INSTALLED_APPS = [
     "django.contrib.admin",
