@@ -33,7 +33,8 @@ A process is leaking when, over the last `streak` + 1 complete windows, all hold
   where it was; a leak leaves its past below it).
 
 A suspect is **cleared** when the trend has stopped: over the last two windows the level
-did not grow (or the process sent nothing in the last window).
+grew by less than the floor rate allows (or by less than the noise), or the process sent
+nothing in the last window.
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ def judge(points: list[tuple[float, float]], end: float, p: Params = Params()) -
     level = intercept + slope * p.span() / 3600
 
     rises = [b - a for a, b in itertools.pairwise(levels)]
-    stopped = levels[-1] - levels[max(0, len(levels) - 3)] <= 0
+    back = min(2, len(levels) - 1)
+    floor = max(p.floor_abs, p.floor_rel * levels[-1]) * back * p.window / 3600
+    stopped = levels[-1] - levels[-1 - back] < max(noise, floor)
 
     def verdict(leaking: bool, reason: str) -> Verdict:
         return Verdict(leaking, stopped, slope, level, tuple(levels), noise, reason)
