@@ -138,7 +138,7 @@ def handle_one_verdict(key: Key, process: str, verdict: Verdict, current: LeakFi
                 agent_id=agent_id, host=host, pid=pid, process=process, detected_at=now,
                 windows=len(verdict.levels), **fields,
             )
-            send_event_on_commit("leak.suspected", {"finding": finding_dict(finding)})
+            send_event_on_commit("leak.suspected", {"finding": finding_detail(finding)})
         return 1
     if verdict.stopped and current is not None and current.status == LeakStatus.SUSPECTED and seen > current.last_seen_at:
         clear(current, seen)
