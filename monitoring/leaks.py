@@ -15,8 +15,8 @@ A finding's life: `suspected` when the detector first says leaking (pushed live 
 `leak.suspected`); refreshed while the leak goes on; `cleared` when the trend stops (the
 level did not grow over the last two windows, or the process fell silent); `dismissed`
 when an operator marks it a false positive (write-once, with who, when and why). A
-dismissed episode stays dismissed while it goes on; after it clears, a new leak of the
-same process is a new finding.
+dismissed episode stays dismissed while it goes on; when it ends it gets its `cleared_at`
+(keeping its status), and a new leak of the same process is a new finding.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from oversight.events import send_event_on_commit
 from oversight.serializers import iso
 
 Key = tuple[int | None, str, int]  # (agent id or None for a host process, host, pid)
-ACTIVE = (LeakStatus.SUSPECTED, LeakStatus.DISMISSED)
 
 
 def params() -> Params:
@@ -103,17 +102,15 @@ def scan(now: datetime | None = None) -> int:
     p = params()
     end = span_end(_epoch(now), p.window)
     series = load_series(_moment(end - p.span() - p.history), _moment(end))
-    active = {
-        (f.agent_id, f.host, f.pid): f
-        for f in LeakFinding.objects.filter(status__in=ACTIVE).order_by("detected_at")
-    }
+    ongoing = Q(status=LeakStatus.SUSPECTED) | Q(status=LeakStatus.DISMISSED, cleared_at__isnull=True)
+    active = {(f.agent_id, f.host, f.pid): f for f in LeakFinding.objects.filter(ongoing).order_by("detected_at")}
     new = 0
     for key, s in series.items():
         verdict = judge(s.points, end, p)
         if verdict is not None:
             new += handle_one_verdict(key, s.process, verdict, active.get(key), end, now)
     for key, finding in active.items():
-        if key not in series and finding.status == LeakStatus.SUSPECTED:
+        if key not in series:
             clear(finding, _moment(end))  # silent for the whole span: the process is gone
     return new
 
@@ -140,18 +137,21 @@ def handle_one_verdict(key: Key, process: str, verdict: Verdict, current: LeakFi
             )
             send_event_on_commit("leak.suspected", {"finding": finding_detail(finding)})
         return 1
-    if verdict.stopped and current is not None and current.status == LeakStatus.SUSPECTED and seen > current.last_seen_at:
+    if verdict.stopped and current is not None and seen > current.last_seen_at:
         clear(current, seen)
     return 0
 
 
 def clear(finding: LeakFinding, at: datetime) -> bool:
-    """suspected → cleared, once (a conditional UPDATE: a dismissal in between wins)."""
-    return bool(
-        LeakFinding.objects.filter(pk=finding.pk, status=LeakStatus.SUSPECTED).update(
-            status=LeakStatus.CLEARED, cleared_at=at
-        )
-    )
+    """The episode is over: suspected → cleared, once (a conditional UPDATE: a dismissal in
+    between wins). A dismissed finding keeps its status and gets its `cleared_at`, so the
+    next leak of that process is a new finding."""
+    if LeakFinding.objects.filter(pk=finding.pk, status=LeakStatus.SUSPECTED).update(
+        status=LeakStatus.CLEARED, cleared_at=at
+    ):
+        return True
+    LeakFinding.objects.filter(pk=finding.pk, status=LeakStatus.DISMISSED, cleared_at__isnull=True).update(cleared_at=at)
+    return False
 
 
 def dismiss(finding_id: int, who: str, reason: str, now: datetime | None = None) -> bool:

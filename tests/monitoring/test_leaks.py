@@ -148,6 +148,23 @@ def test_a_dismissed_finding_stays_dismissed_while_the_leak_goes_on(agent):
 
 
 @pytest.mark.django_db
+def test_after_a_dismissed_episode_ends_a_new_leak_is_a_new_finding(agent):
+    def leak_pause_leak(m):
+        return leaking(min(m, 70)) + (10 * MIB * (m - 130) / 60 if m > 130 else 0)
+
+    store(agent.agent, series(leak_pause_leak, minutes=220))
+    leaks.scan(T0 + timedelta(minutes=70))
+    first = LeakFinding.objects.get()
+    assert leaks.dismiss(first.id, "olga", "expected")
+    for m in range(75, 221, 5):
+        leaks.scan(T0 + timedelta(minutes=m))
+    first.refresh_from_db()
+    assert first.status == "dismissed" and first.cleared_at is not None
+    second = LeakFinding.objects.exclude(pk=first.pk).get()
+    assert second.status == "suspected" and second.detected_at > first.cleared_at
+
+
+@pytest.mark.django_db
 def test_it_finds_a_leaking_host_process_from_the_workers_samples():
     rows = series(leaking, minutes=90, every=10)
     HostSample.objects.bulk_create(
