@@ -12,11 +12,26 @@ from playwright.sync_api import expect
 from monitoring import leaks
 from monitoring.models import AgentSample, HostSample, LeakFinding
 from tests.browser.conftest import chromium, open_page  # noqa: F401  (fixtures)
+from tests.conftest import start_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"  # ignored by git
 MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def web_stack(django_db_setup, django_db_blocker):
+    """The web server alone (no worker, no beat: nothing else writes or scans meanwhile)."""
+    stack = start_stack(worker=False, beat=False)
+    yield stack
+    stack.supervisor.stop()
+
+
+@pytest.fixture
+def live(web_stack, transactional_db):
+    """This module's server, with this test's rows committed so it sees them."""
+    return web_stack
 
 
 def leaking_process(agent):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from monitoring.models import AgentSample
+from tests.conftest import start_stack
 
 pytestmark = pytest.mark.live
 
@@ -65,6 +66,20 @@ PROGRAM = textwrap.dedent("""
     import os
     print(os.getpid(), reporter.sent)
 """)
+
+
+@pytest.fixture(scope="module")
+def web_stack(django_db_setup, django_db_blocker):
+    """The web server alone (no worker, no beat: nothing else writes or scans meanwhile)."""
+    stack = start_stack(worker=False, beat=False)
+    yield stack
+    stack.supervisor.stop()
+
+
+@pytest.fixture
+def live(web_stack, transactional_db):
+    """This module's server, with this test's rows committed so it sees them."""
+    return web_stack
 
 
 def run_reporter(live, key: str, mode: str, tmp_path: Path) -> int:
