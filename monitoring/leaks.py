@@ -21,11 +21,14 @@ dismissed episode stays dismissed while it goes on; when it ends it gets its `cl
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -95,10 +98,31 @@ def load_series(since: datetime, until: datetime) -> dict[Key, Series]:
     return out
 
 
+SCAN_LOCK = "monitoring:leak-scan"
+
+
 def scan(now: datetime | None = None) -> int:
     """Judge every process with samples in the latest span as of `now`; record, refresh
-    and clear findings. Returns how many new suspects were found."""
-    now = now or timezone.now()
+    and clear findings. Returns how many new suspects were found.
+
+    One scan at a time across every process (the periodic task, `leakscan`): two scans
+    at once would each see no finding yet and record the same leak twice. A scan waits
+    for the other, up to one scan interval, then gives up."""
+    token = uuid.uuid4().hex
+    hold = max(1, int(settings.MONITORING_LEAK_SCAN_SECONDS))
+    deadline = time.monotonic() + hold
+    while not cache.add(SCAN_LOCK, token, hold):
+        if time.monotonic() > deadline:
+            return 0
+        time.sleep(0.05)
+    try:
+        return handle_one_scan(now or timezone.now())
+    finally:
+        if cache.get(SCAN_LOCK) == token:
+            cache.delete(SCAN_LOCK)
+
+
+def handle_one_scan(now: datetime) -> int:
     p = params()
     end = span_end(_epoch(now), p.window)
     series = load_series(_moment(end - p.span() - p.history), _moment(end))

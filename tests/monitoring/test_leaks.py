@@ -231,3 +231,35 @@ def test_the_weekly_scan_is_stored_and_mailed_once(agent, settings):
         "2026-11-23", 3, 2, 9 * MIB, 1, 1)
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["boss@example.com"]
     assert "Fastest growth: 9.0 MiB/h" in mail.outbox[0].body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_scans_at_once_record_each_leak_once(agent):
+    import threading
+
+    from django.db import connection
+
+    for pid in range(12):
+        store(agent.agent, series(leaking, minutes=90, seed=pid), pid=pid)
+    now = T0 + timedelta(minutes=90)
+    start = threading.Barrier(2)
+    found, errors = [], []
+
+    def scanner():
+        try:
+            start.wait()
+            found.append(leaks.scan(now))
+        except Exception as error:  # reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=scanner) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    count = LeakFinding.objects.count()
+    assert count >= 10 and sorted(found) == [0, count]
+    assert LeakFinding.objects.values("pid").distinct().count() == count
