@@ -59,7 +59,7 @@ def test_the_page_shows_a_finding_with_its_chart_forecast_and_evidence(live, ope
     card = page.locator(f'.leak[data-id="{finding.id}"]')
     expect(card).to_be_visible()
     expect(card.locator("h3")).to_contain_text("<b>indexer</b> (pid 4242) on box-7")
-    expect(card.locator(".leak-rate")).to_have_text("24.0\xa0MB/h")
+    expect(card.locator(".leak-rate")).to_have_text("24.0 MiB/h")
     expect(card.locator(".leak-forecast time")).to_be_visible()
     expect(card.locator(".ev-growth")).to_contain_text("indexer/cache.py:88")
     # Cycles found over the judged span (the 45 minutes before detection, to the last scan).

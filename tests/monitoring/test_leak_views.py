@@ -89,7 +89,7 @@ def test_the_page_shows_a_finding_with_its_evidence_escaped(client, operator, ag
     assert "&lt;i&gt;crawler&lt;/i&gt;" in html and "<i>crawler" not in html
     assert "&lt;b&gt;app.py&lt;/b&gt;:12" in html
     assert 'class="ev-cycles">41<' in html and 'class="ev-uncollectable">3<' in html
-    assert "12.0\xa0MB/h" in html
+    assert "12.0 MiB/h" in html
     assert "Mark false positive" in html
 
 
@@ -109,4 +109,4 @@ def test_the_weekly_page_shows_stored_weeks(client, manager):
     LeakWeek.objects.create(week="2026-11-16", findings=4, processes=3, fastest_bytes_per_hour=25 * MIB,
                             cleared=2, dismissed=1)
     html = login(client, manager).get("/monitoring/leaks/weekly/").content.decode()
-    assert "2026-11-16" in html and "25.0\xa0MB/h" in html
+    assert "2026-11-16" in html and "25.0 MiB/h" in html
