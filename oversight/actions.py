@@ -166,6 +166,10 @@ def do_submit(
             AuditEvent.objects.bulk_create(_submission_events(req, policy, now))
             if evaluation.critical:
                 _broadcast(req, "request.created")
+                if policy.notify:
+                    from oversight.notifications import schedule_for_request
+
+                    schedule_for_request(req, "created", now=now)
             else:
                 _broadcast(req, "request.decided")
                 _schedule_callback(req)
@@ -333,20 +337,22 @@ def handle_one_escalation(request_id, *, now: datetime) -> bool:
             data={"contacts": req.policy.escalation_contacts},
         )
         _broadcast(req, "request.escalated")
-        if req.policy.escalation_contacts:
-            from oversight.tasks import notify_escalation
+        from oversight.notifications import schedule_for_request
+        from oversight.notify import recipients
 
-            transaction.on_commit(lambda: _enqueue(notify_escalation, str(request_id)))
+        addresses, _ = recipients(req.policy.escalation_contacts or [])
+        schedule_for_request(req, "escalated", extra=addresses, now=now)
     return True
 
 
 def _schedule_callback(req: OversightRequest) -> None:
-    if not req.callback_url:
-        return
-    from oversight.tasks import deliver_callback
+    """The decision's deliveries: the agent's callback and, for a request that waited
+    for people, the decision notice. Outbox rows in this transaction."""
+    from oversight import deliveries, notifications
 
-    request_id = str(req.id)
-    transaction.on_commit(lambda: _enqueue(deliver_callback, request_id))
+    deliveries.schedule_callback(req)
+    if req.critical:
+        notifications.schedule_for_request(req, "decided", now=req.decided_at)
 
 
 def _enqueue(task, *args) -> None:

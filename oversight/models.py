@@ -86,6 +86,9 @@ class Policy(models.Model):
     escalate_after = models.FloatField(null=True, blank=True, default=0.5)
     escalation_contacts = models.JSONField(default=list, blank=True)
     trusted_agents = models.JSONField(default=list, blank=True)
+    # Notification targets (e-mail, http(s) webhook, Apprise URL); credentials sealed.
+    notify = models.JSONField(default=list, blank=True)
+    remind_every_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no reminders.")
     note = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=150, blank=True)
@@ -113,6 +116,8 @@ class Policy(models.Model):
         "escalate_after",
         "escalation_contacts",
         "trusted_agents",
+        "notify",
+        "remind_every_seconds",
     )
 
     def settings_dict(self) -> dict:
@@ -233,6 +238,9 @@ class AuditEvent(models.Model):
         CANCELLED = "cancelled"
         CALLBACK_DELIVERED = "callback_delivered"
         CALLBACK_FAILED = "callback_failed"
+        NOTIFICATION_DELIVERED = "notification_delivered"
+        NOTIFICATION_FAILED = "notification_failed"
+        NOTIFICATION_SKIPPED = "notification_skipped"
         POLICY_CHANGED = "policy_changed"
 
     request = models.ForeignKey(
@@ -276,3 +284,45 @@ class MonthlyReview(models.Model):
 
     def __str__(self) -> str:
         return f"review {self.month}"
+
+
+class Delivery(models.Model):
+    """The outbox: one row per callback or notification, written in the transaction of
+    the decision or event that causes it, then sent (at least once) by workers that
+    claim it with a lease. Its id is the `X-Oversight-Delivery` header of every attempt."""
+
+    class Kind(models.TextChoices):
+        CALLBACK = "callback"
+        NOTIFICATION = "notification"
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    key = models.CharField(max_length=300, unique=True, help_text="One delivery per key, whoever schedules it.")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    request = models.ForeignKey(
+        OversightRequest, on_delete=models.CASCADE, null=True, blank=True, related_name="deliveries"
+    )
+    target = models.TextField(help_text="Where to: a URL or an address (credentials sealed).")
+    event = models.CharField(max_length=30, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        indexes = [
+            # The sweep: pending rows by when they are due.
+            models.Index(fields=["state", "next_attempt_at"], name="delivery_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} ({self.state})"

@@ -245,6 +245,14 @@ OVERSIGHT_SWEEP_SECONDS = env_float("OVERSIGHT_SWEEP_SECONDS", 1.0, minimum=0.1)
 OVERSIGHT_CALLBACK_MAX_SECONDS = env_int("OVERSIGHT_CALLBACK_MAX_SECONDS", 3600, minimum=1)
 OVERSIGHT_CALLBACK_ALLOWED_HOSTS = env_list("OVERSIGHT_CALLBACK_ALLOWED_HOSTS", [])
 OVERSIGHT_CALLBACK_TIMEOUT = env_float("OVERSIGHT_CALLBACK_TIMEOUT", 5.0, minimum=0.1)
+# Deliveries (callbacks and notifications): how long a worker holds a claimed delivery
+# before another may retry it (a killed worker's delivery is retried after this).
+OVERSIGHT_DELIVERY_LEASE_SECONDS = env_float("OVERSIGHT_DELIVERY_LEASE_SECONDS", 60.0, minimum=1.0)
+# Notifications: the key of generic webhooks' signatures, the Apprise schemes accepted,
+# and whether critical memory alerts and leak suspects are sent too.
+OVERSIGHT_WEBHOOK_SECRET = env_str("OVERSIGHT_WEBHOOK_SECRET", "")
+OVERSIGHT_NOTIFY_SCHEMES = env_list("OVERSIGHT_NOTIFY_SCHEMES", ["mailto", "slack", "msteams", "discord", "ntfy"])
+OVERSIGHT_NOTIFY_MONITORING = env_bool("OVERSIGHT_NOTIFY_MONITORING", False)
 # Send routine approvals by the policy to the live feed as `request.decided` (the
 # contract); turn off where hundreds of browsers watch a busy API.
 OVERSIGHT_FEED_POLICY_DECISIONS = env_bool("OVERSIGHT_FEED_POLICY_DECISIONS", True)
