@@ -10,8 +10,9 @@ class Receiver:
     """`trickle`: seconds between the bytes of a slow answer (0: answer at once);
     `location`: sent with every answer (to test that redirects are not followed)."""
 
-    def __init__(self, statuses=(200,), *, trickle: float = 0.0, location: str | None = None):
+    def __init__(self, statuses=(200,), *, trickle: float = 0.0, location: str | None = None, port: int = 0):
         self.statuses = list(statuses)
+        self.posted = threading.Event()
         self.trickle = trickle
         self.location = location
         self.received: list[tuple[dict, bytes]] = []
@@ -22,6 +23,7 @@ class Receiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                receiver.posted.set()
                 status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
                 if receiver.trickle:
                     import time
@@ -45,7 +47,8 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
