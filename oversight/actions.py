@@ -387,7 +387,21 @@ def do_change_policy(operation: str, changes: dict, *, by: str, note: str = "", 
         AuditEvent.objects.create(
             policy=policy, kind=AuditEvent.Kind.POLICY_CHANGED, at=now, actor=by,
             data={"operation": operation, "version": version,
-                  "changes": {k: [base.get(k), v] for k, v in new_settings.items() if base.get(k) != v},
+                  "changes": _masked_changes(base, new_settings),
                   "note": note},
         )
     return policy
+
+
+def _masked_changes(base: dict, new: dict) -> dict:
+    """A policy change for the audit: notification targets masked (no credentials)."""
+    from oversight.notifications import mask
+
+    changes = {}
+    for key, value in new.items():
+        before = base.get(key)
+        if key == "notify":
+            before, value = [mask(t) for t in before or []], [mask(t) for t in value or []]
+        if before != value:
+            changes[key] = [before, value]
+    return changes

@@ -123,6 +123,13 @@ class Policy(models.Model):
     def settings_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.SETTING_FIELDS}
 
+    @property
+    def notify_masked(self) -> list[str]:
+        """The notification targets as pages show them: no credentials."""
+        from oversight.notifications import mask
+
+        return [mask(t) for t in self.notify or []]
+
 
 # The reasons operators pick from when rejecting (free text is always allowed); the
 # monthly review tells presets from free text.

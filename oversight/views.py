@@ -85,12 +85,24 @@ def request_page(request: HttpRequest, request_id):
             "payload_collapsed": len(payload) > PAYLOAD_COLLAPSE_CHARS,
             "metrics": sorted(req.metrics.items()),
             "events": list(req.events.all()),
+            "deliveries": _deliveries(req) if has_role(request.user, MANAGERS) else None,
             "memory": _agent_memory(req),
             "can_decide": req.status == Status.PENDING and has_role(request.user, OPERATORS),
             "reject_reasons": REJECT_PRESETS,
             "server_now": iso(timezone.now()),
         },
     )
+
+
+def _deliveries(req: OversightRequest) -> list[dict]:
+    """The request's callback and notifications, for managers: targets masked."""
+    from oversight.notifications import mask
+
+    return [
+        {"kind": d.kind, "event": d.event or "decision", "target": mask(d.target), "state": d.state,
+         "attempts": d.attempts, "last_error": d.last_error, "created_at": d.created_at, "finished_at": d.finished_at}
+        for d in req.deliveries.order_by("created_at", "key")
+    ]
 
 
 def _agent_memory(req: OversightRequest) -> list:
