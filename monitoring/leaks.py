@@ -130,6 +130,13 @@ def _record(agent_id, host, pid, process, earlier: Trend, later: Trend, now, win
             exhaustion_at=exhaustion, confidence=confidence, rss_bytes=int(later.median_level), last_seen_at=now,
         )
         send_event_on_commit("leak.suspected", {"finding": finding_dict(finding)})
+        from oversight.notifications import schedule_monitoring
+
+        schedule_monitoring(
+            "leak", str(finding.pk), f"[Oversight] Memory leak suspected: {process or pid} on {host}",
+            f"Host:      {host}\nProcess:   {process or '-'} (pid {pid})\n"
+            f"Growth:    {slope / 2**20:.1f} MiB per hour\nExhaustion: {iso(exhaustion) or '-'}\n",
+        )
     return finding
 
 

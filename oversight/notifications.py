@@ -43,6 +43,7 @@ LOCAL_SCHEMES = {"file", "windows", "macosx", "dbus", "kde", "qt", "glib", "gnom
 # Apprise's generic posters: accepted only when OVERSIGHT_NOTIFY_SCHEMES lists them.
 GENERIC_SCHEMES = {"json", "jsons", "xml", "xmls", "form", "forms"}
 EVENTS = ("created", "escalated", "reminder", "decided")
+MONITORING_EVENTS = ("alert", "leak")
 MAX_TARGETS = 20
 
 
@@ -217,6 +218,27 @@ def schedule_reminders(*, now: datetime | None = None, batch: int = 500) -> int:
     return written
 
 
+def schedule_monitoring(event: str, ref: str, subject: str, text: str, *, now: datetime | None = None) -> int:
+    """With OVERSIGHT_NOTIFY_MONITORING on: a critical memory alert (`alert`) or a leak
+    suspect (`leak`) to the default policy's targets, once per `ref`."""
+    if not settings.OVERSIGHT_NOTIFY_MONITORING:
+        return 0
+    from oversight.models import Policy
+
+    policy = Policy.objects.filter(operation=Policy.DEFAULT_OPERATION, is_current=True).first()
+    written = 0
+    for stored in (policy.notify if policy else None) or []:
+        try:
+            digest = target_digest(stored)
+        except InvalidTarget:
+            continue
+        written += deliveries.schedule(
+            f"notify:{event}:{ref}:0:{digest}", Delivery.Kind.NOTIFICATION, stored, event=event,
+            payload={"subject": subject, "text": text}, now=now,
+        )
+    return written
+
+
 # --- Messages -----------------------------------------------------------------------------
 
 TITLES = {
@@ -267,6 +289,8 @@ def message(req: OversightRequest, event: str, scheme: str = "mailto") -> tuple[
 
 def send(delivery: Delivery) -> int | None:
     req = delivery.request
+    if delivery.event in MONITORING_EVENTS:
+        return _send_monitoring(delivery)
     if req is None:
         raise netsafe.Refused("the request no longer exists")
     if delivery.event in ("created", "escalated", "reminder") and req.status != Status.PENDING:
@@ -283,8 +307,31 @@ def send(delivery: Delivery) -> int | None:
     return _send_apprise(target, scheme, req, delivery.event)
 
 
+def _send_monitoring(delivery: Delivery) -> int | None:
+    """A monitoring notice: its text was written when it was scheduled (host and process
+    names come from agents' samples, so they are escaped per service here)."""
+    target = unseal(delivery.target)
+    subject = delivery.payload.get("subject", "")
+    text = delivery.payload.get("text", "") + f"\nMonitoring: {settings.SITE_URL}/monitoring/\n"
+    if "://" not in target:
+        return _mail(target, subject, text)
+    scheme = target.split("://", 1)[0].lower()
+    if scheme in ("http", "https"):
+        body = json.dumps({"event": delivery.event, "subject": subject, "text": text,
+                           "url": f"{settings.SITE_URL}/monitoring/"}, separators=(",", ":")).encode()
+        return deliveries.post_json(
+            target, body, delivery, signature=deliveries.sign(body, settings.OVERSIGHT_WEBHOOK_SECRET or ""),
+            user_agent="Oversight-Notify/1",
+        )
+    return _apprise(target, scheme, escape(subject, scheme), "\n".join(escape(line, scheme) for line in text.splitlines()))
+
+
 def _send_mail(address: str, req: OversightRequest, event: str) -> None:
     subject, body = message(req, event, "mailto")
+    return _mail(address, subject, body)
+
+
+def _mail(address: str, subject: str, body: str) -> None:
     try:
         send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [address])
     except (smtplib.SMTPException, OSError):
@@ -305,6 +352,11 @@ def _send_webhook(url: str, req: OversightRequest, delivery: Delivery) -> int:
 
 
 def _send_apprise(url: str, scheme: str, req: OversightRequest, event: str) -> None:
+    subject, body = message(req, event, scheme)
+    return _apprise(url, scheme, subject, body)
+
+
+def _apprise(url: str, scheme: str, subject: str, body: str) -> None:
     allowed = {s.strip().lower() for s in settings.OVERSIGHT_NOTIFY_SCHEMES}
     if scheme in LOCAL_SCHEMES or scheme not in allowed:
         raise netsafe.Refused(f"the scheme {scheme} is not accepted")
@@ -319,7 +371,6 @@ def _send_apprise(url: str, scheme: str, req: OversightRequest, event: str) -> N
     if host and scheme not in ("mailto", "mailtos"):
         # Check what the host resolves to now (Apprise connects on its own).
         netsafe.resolve(netsafe.ascii_host(host), 443)
-    subject, body = message(req, event, scheme)
     notifier = apprise.Apprise()
     if not notifier.add(url):
         raise netsafe.Refused("invalid notification URL")

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.core import mail
 from django.db import connections
+from django.utils import timezone
 
 from oversight import actions, deliveries, notifications
 from oversight.models import AuditEvent, Delivery, Policy, Source, Status
@@ -180,3 +181,23 @@ def test_managers_see_the_requests_deliveries_masked(client, manager, agent):
     client.force_login(manager)
     page = client.get(f"/requests/{req.id}/").content.decode()
     assert 'id="deliveries"' in page and "https://hooks.example/***" in page and "t0ken" not in page
+
+
+def test_critical_memory_alerts_reach_the_default_policys_targets_when_turned_on(settings):
+    from monitoring import alerts
+    from oversight.policy import ensure_default_policy
+
+    ensure_default_policy()
+    settings.MONITORING_ALERT_FOR_SECONDS = 0
+    actions.do_change_policy("*", {"notify": ["ops@example.org"]}, by="maria")
+    t0 = timezone.now()
+    for i in range(3):
+        alerts.observe("box-1", "", 97, t0 + timedelta(seconds=5 * i))
+    assert not Delivery.objects.exists()  # OVERSIGHT_NOTIFY_MONITORING is off by default
+    settings.OVERSIGHT_NOTIFY_MONITORING = True
+    for i in range(3):
+        alerts.observe("box-2", "", 97, t0 + timedelta(seconds=5 * i))
+    _deliver_all()
+    [message] = mail.outbox
+    assert message.subject == "[Oversight] Critical memory pressure on box-2"
+    assert "Pressure:  97 %" in message.body and "https://oversight.example/monitoring/" in message.body
