@@ -369,6 +369,10 @@ def do_change_policy(operation: str, changes: dict, *, by: str, note: str = "", 
     """Write a new version of `operation`'s policy (starting from the current one, or
     from the defaults for a new operation) and audit the change."""
     now = now or timezone.now()
+    if "notify" in changes:  # validated, and credentials sealed (already sealed ones kept)
+        from oversight.notifications import parse_notify
+
+        changes = changes | {"notify": parse_notify(changes["notify"])}
     with transaction.atomic():
         current = (
             Policy.objects.select_for_update().filter(operation=operation, is_current=True).first()

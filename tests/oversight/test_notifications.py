@@ -201,3 +201,10 @@ def test_critical_memory_alerts_reach_the_default_policys_targets_when_turned_on
     [message] = mail.outbox
     assert message.subject == "[Oversight] Critical memory pressure on box-2"
     assert "Pressure:  97 %" in message.body and "https://oversight.example/monitoring/" in message.body
+
+
+def test_a_policy_change_validates_and_seals_notify_whoever_calls_it():
+    policy = actions.do_change_policy("delegate", {"notify": ["https://hooks.example/t0ken"]}, by="cli")
+    assert "t0ken" not in policy.notify[0] and policy.notify_masked == ["https://hooks.example/***"]
+    with pytest.raises(notifications.InvalidTarget):
+        actions.do_change_policy("delegate", {"notify": ["file:///etc/passwd"]}, by="cli")
