@@ -86,7 +86,7 @@ def kick(delivery_ids: Iterable[str]) -> None:
 
     for delivery_id in delivery_ids:
         try:
-            deliver.delay(delivery_id)
+            deliver.apply_async((delivery_id,), retry=False)  # fail fast: the row waits
         except Exception:
             log.warning("Could not queue delivery %s; the sweep will send it.", delivery_id)
             return

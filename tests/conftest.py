@@ -7,7 +7,9 @@ ASGI app, a Celery worker and beat — on the test database and the suite's Redi
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -124,6 +126,28 @@ class Stack:
         return "\n".join(out)
 
 
+# Stacks started in this session (their workers and beats share the test database).
+RUNNING_STACKS: list[Stack] = []
+
+
+@contextlib.contextmanager
+def other_workers_paused():
+    """Pause (SIGSTOP, by the pids this session recorded) the workers and beats of the
+    session's stacks, so a test's own worker is the only one sending deliveries from the
+    shared test database; resume them (SIGCONT) after."""
+    groups = [child.process.pid for stack in RUNNING_STACKS for child in stack.supervisor.children
+              if child.name in ("worker", "beat") and child.process.poll() is None]
+    for pid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGCONT)
+
+
 def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True, extra_env: dict | None = None) -> Stack:
     from oversight.runner import Supervisor, beat_argv, free_port, wait_for_port, web_argv, worker_argv
 
@@ -146,6 +170,7 @@ def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True,
     if beat:
         supervisor.start("beat", beat_argv(logs), env=env, log=logs / "beat.log")
     stack = Stack(f"http://127.0.0.1:{port}", env, logs, supervisor)
+    RUNNING_STACKS.append(stack)
     try:
         wait_for_port(port, what="uvicorn", timeout=60)
         stack.wait_healthy()

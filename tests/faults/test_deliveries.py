@@ -18,7 +18,7 @@ import pytest
 from oversight import actions
 from oversight.models import AuditEvent, Delivery, Source, Status
 from oversight.runner import Supervisor, beat_argv, free_port, start_redis, worker_argv
-from tests.conftest import live_database_url
+from tests.conftest import live_database_url, other_workers_paused
 from tests.receiver import Receiver
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
@@ -78,8 +78,9 @@ def rig(agent, monkeypatch):
     monkeypatch.setattr(deliveries, "kick", lambda ids: None)
     rig = Rig()
     rig.start_redis()
-    yield rig
-    rig.close()
+    with other_workers_paused():
+        yield rig
+        rig.close()
 
 
 def _decided(agent, url, outcome=Status.APPROVED):
