@@ -17,6 +17,7 @@ Messages are plain text; the agent's words are escaped for the service they go t
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -96,7 +97,9 @@ def mask(stored_or_plain: str) -> str:
     return f"{parts.scheme}://{host}{port}{'/***' if secret else '/'}"
 
 
+@functools.lru_cache(maxsize=4096)
 def target_digest(stored: str) -> str:
+    """A short stable name of a target for delivery keys (the same whatever its sealing)."""
     return hashlib.sha256(unseal(stored).encode()).hexdigest()[:16]
 
 
@@ -182,22 +185,22 @@ def schedule_for_request(req: OversightRequest, event: str, *, n: int = 0, extra
                          now: datetime | None = None) -> int:
     """Outbox rows for `event` of `req` to its policy's targets (plus `extra` plain
     addresses); returns how many this call wrote."""
-    targets = list(req.policy.notify or []) + [seal(t) for t in extra]
-    written = 0
-    seen = set()
-    for stored in targets:
+    keyed: dict[str, str] = {}
+    for stored in list(req.policy.notify or []) + [seal(t) for t in extra]:
         try:
             digest = target_digest(stored)
         except InvalidTarget:
             digest = hashlib.sha256(stored.encode()).hexdigest()[:16]
-        if digest in seen:
-            continue
-        seen.add(digest)
-        written += deliveries.schedule(
-            f"notify:{req.id}:{event}:{n}:{digest}", Delivery.Kind.NOTIFICATION, stored,
-            request=req, event=event, payload={"n": n}, now=now,
-        )
-    return written
+        keyed.setdefault(f"notify:{req.id}:{event}:{n}:{digest}", stored)
+    # Skip the keys already written (the sweep asks every interval); the unique key
+    # still settles a race between two schedulers.
+    for key in Delivery.objects.filter(key__in=list(keyed)).values_list("key", flat=True):
+        keyed.pop(key, None)
+    return sum(
+        deliveries.schedule(key, Delivery.Kind.NOTIFICATION, stored, request=req, event=event,
+                            payload={"n": n}, now=now)
+        for key, stored in keyed.items()
+    )
 
 
 def schedule_reminders(*, now: datetime | None = None, batch: int = 500) -> int:

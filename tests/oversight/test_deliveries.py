@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from oversight import actions, deliveries
 from oversight.models import Delivery, Source, Status
+from tests.conftest import other_workers_paused
 from tests.receiver import Receiver
 
 
@@ -24,14 +25,17 @@ def _decided(agent, url):
 
 @pytest.mark.django_db(transaction=True)
 def test_racing_workers_send_one_delivery_once(agent):
-    with Receiver([200]) as receiver:
+    with other_workers_paused(), Receiver([200]) as receiver:
         delivery = _decided(agent, receiver.url)
         barrier = threading.Barrier(6)
+        errors = []
 
         def worker():
             try:
                 barrier.wait()
                 deliveries.handle_one_delivery(str(delivery.pk))
+            except Exception as exc:
+                errors.append(exc)
             finally:
                 connections.close_all()
 
@@ -40,6 +44,7 @@ def test_racing_workers_send_one_delivery_once(agent):
             t.start()
         for t in threads:
             t.join(30)
+    assert errors == []
     assert len(receiver.received) == 1
     delivery.refresh_from_db()
     assert delivery.state == "delivered" and delivery.attempts == 1
