@@ -197,9 +197,10 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float | Non
                 context.load_verify_locations(certifi.where())
             except ImportError:  # pragma: no cover
                 pass
-            sock = context.wrap_socket(sock, server_hostname=host if _literal_ip(host) is None else None)
+            sock = context.wrap_socket(sock, server_hostname=host)
         sock.settimeout(remaining())
-        host_header = host if port == (443 if https else 80) else f"{host}:{port}"
+        named = f"[{host}]" if ":" in host else host
+        host_header = named if port == (443 if https else 80) else f"{named}:{port}"
         conn = _Pinned.HTTP(host, port, sock)
         conn.putrequest("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), skip_host=True,
                         skip_accept_encoding=True)
@@ -213,7 +214,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float | Non
         return Answer(response.status, answer)
     except AttemptFailed:
         raise
-    except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+    except (OSError, ValueError, http.client.HTTPException, ssl.SSLError) as exc:
         raise AttemptFailed(_reason(exc, deadline)) from None
     finally:
         timer.cancel()
