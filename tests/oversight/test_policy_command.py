@@ -80,3 +80,11 @@ def test_notify_and_reminders_are_keys_and_credentials_are_printed_masked(capsys
     assert "t0ken" not in json.dumps(list(AuditEvent.objects.values_list("data", flat=True)))
     with pytest.raises(CommandError):
         call_command("policy", "deploy", "--set", "notify=file:///etc/passwd")
+
+
+def test_it_sets_the_standing_and_receipt_keys(capsys):
+    ensure_default_policy()
+    shown = run("*", "--set", "max_standing_seconds=3600", "--set", "receipt_ttl_seconds=900", capsys=capsys)
+    assert (shown["max_standing_seconds"], shown["receipt_ttl_seconds"]) == (3600, 900)
+    with pytest.raises(CommandError):
+        call_command("policy", "*", "--set", "receipt_ttl_seconds=5")
