@@ -331,7 +331,23 @@ def _send_monitoring(delivery: Delivery) -> int | None:
 
 def _send_mail(address: str, req: OversightRequest, event: str) -> None:
     subject, body = message(req, event, "mailto")
+    if event in ("created", "escalated", "reminder"):
+        body += decision_links_text(req, address)
     return _mail(address, subject, body)
+
+
+def decision_links_text(req: OversightRequest, address: str) -> str:
+    """One-tap links for the person behind `address`, where links are on and they may
+    decide (spec §9.7): only people get them, and each person their own pair."""
+    from oversight.links import links_for, people_for_addresses
+
+    lines = []
+    for person in people_for_addresses([address]):
+        urls = links_for(req, person)
+        if urls:
+            lines += ["", f"For {person.get_username()} only — nothing is decided until you press the button on the page:",
+                      f"Approve: {urls['approve']}", f"Reject:  {urls['reject']}"]
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def _mail(address: str, subject: str, body: str) -> None:

@@ -209,3 +209,28 @@ def test_a_policy_change_validates_and_seals_notify_whoever_calls_it():
     assert "t0ken" not in policy.notify[0] and policy.notify_masked == ["https://hooks.example/***"]
     with pytest.raises(notifications.InvalidTarget):
         actions.do_change_policy("delegate", {"notify": ["file:///etc/passwd"]}, by="cli")
+
+
+def test_a_notified_operator_gets_decision_links_of_their_own(agent, operator, manager, settings):
+    import re
+
+    from django.test import Client
+
+    settings.OVERSIGHT_DECISION_LINKS = True
+    operator.email, manager.email = "olivia@example.org", "mia@example.org"
+    operator.save()
+    manager.save()
+    actions.do_change_policy("delegate", {"notify": notifications.parse_notify(
+        ["olivia@example.org", "mia@example.org", "team@example.org"])}, by="maria")
+    req = _critical(agent)
+    _deliver_all(req)
+    bodies = {m.to[0]: m.body for m in mail.outbox}
+    assert "Approve: https://oversight.example/d/" in bodies["olivia@example.org"]
+    assert "/d/" not in bodies["mia@example.org"]  # a manager decides nothing
+    assert "/d/" not in bodies["team@example.org"]  # not a person of ours
+    approve = re.search(r"Approve: https://oversight\.example(/d/\S+/)", bodies["olivia@example.org"]).group(1)
+    browser = Client()
+    browser.force_login(operator)
+    assert browser.post(approve).status_code == 200
+    req.refresh_from_db()
+    assert (req.status, req.decided_by) == ("approved", "olivia")
