@@ -117,6 +117,32 @@ class AuditInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The whole trail, read-only: the database refuses changes anyway (oversight/audit_triggers.py)."""
+
+    list_display = ("at", "kind", "actor", "request", "policy")
+    list_filter = ("kind",)
+    search_fields = ("actor",)
+    readonly_fields = ("at", "kind", "actor", "request", "policy", "data")
+    actions = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(OversightRequest)
 class OversightRequestAdmin(admin.ModelAdmin):

@@ -222,7 +222,11 @@ class OversightRequest(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Append-only: one row per thing that happened to a request or a policy."""
+    """Append-only: one row per thing that happened to a request, a policy, a key or a person.
+
+    Enforced three times: save() refuses an update, the admin is read-only, and
+    database triggers refuse UPDATE, DELETE and TRUNCATE (oversight/audit_triggers.py).
+    """
 
     class Kind(models.TextChoices):
         SUBMITTED = "submitted"
@@ -236,9 +240,9 @@ class AuditEvent(models.Model):
         POLICY_CHANGED = "policy_changed"
 
     request = models.ForeignKey(
-        OversightRequest, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
+        OversightRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="events"
     )
-    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, null=True, blank=True, related_name="events")
     kind = models.CharField(max_length=30, choices=Kind.choices)
     at = models.DateTimeField(default=timezone.now)
     actor = models.CharField(max_length=150, blank=True, help_text="Who or what: a username, an agent, the policy, the timeout.")
