@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.utils import timezone
 from django.utils.html import format_html
 
-from oversight import actions
+from oversight import actions, keys
 from oversight.models import Agent, ApiKey, AuditEvent, OversightRequest, Policy
 
 
@@ -39,7 +38,7 @@ class AgentAdmin(admin.ModelAdmin):
             self._issue(request, obj)
 
     def _issue(self, request, agent):
-        _, raw = agent.issue_key(label=f"admin:{request.user.get_username()}")
+        _, raw = keys.issue(agent, by=request.user.get_username(), label=f"admin:{request.user.get_username()}")
         self.message_user(
             request,
             format_html("New API key for <b>{}</b> — copy it now, it is shown only once: <code>{}</code>", agent.name, raw),
@@ -53,7 +52,7 @@ class AgentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke every key")
     def revoke_keys(self, request, queryset):
-        count = ApiKey.objects.filter(agent__in=queryset, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = keys.revoke(ApiKey.objects.filter(agent__in=queryset), by=request.user.get_username())
         self.message_user(request, f"Revoked {count} key(s).")
 
 
@@ -70,7 +69,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke")
     def revoke(self, request, queryset):
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = keys.revoke(queryset, by=request.user.get_username())
         self.message_user(request, f"Revoked {count} key(s).")
 
 

@@ -238,6 +238,11 @@ class AuditEvent(models.Model):
         CALLBACK_DELIVERED = "callback_delivered"
         CALLBACK_FAILED = "callback_failed"
         POLICY_CHANGED = "policy_changed"
+        KEY_CREATED = "key_created"
+        KEY_REVOKED = "key_revoked"
+        LOGIN_SUCCEEDED = "login_succeeded"
+        LOGIN_FAILED = "login_failed"
+        ALERT_ACKNOWLEDGED = "alert_acknowledged"
 
     request = models.ForeignKey(
         OversightRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="events"
@@ -253,6 +258,8 @@ class AuditEvent(models.Model):
         indexes = [
             # A request's timeline on its page.
             models.Index(fields=["request", "at"], name="audit_request_at"),
+            # Login throttling counts recent failures (oversight/logins.py).
+            models.Index(fields=["kind", "at"], name="audit_kind_at"),
         ]
 
     def __str__(self) -> str:
@@ -261,6 +268,11 @@ class AuditEvent(models.Model):
     def save(self, *args, **kwargs):
         if self.pk is not None:
             raise ValueError("Audit events are append-only.")
+        from oversight.audit import current_address
+
+        address = current_address.get()
+        if address is not None and isinstance(self.data, dict) and "address" not in self.data:
+            self.data = {"address": address} | self.data
         super().save(*args, **kwargs)
 
 

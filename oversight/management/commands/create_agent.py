@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from oversight import keys
 from oversight.models import Agent
 
 
@@ -18,7 +19,7 @@ class Command(BaseCommand):
             raise CommandError("An agent name is 1–100 characters.")
         with transaction.atomic():
             agent, created = Agent.objects.get_or_create(name=name, defaults={"description": description})
-            _, raw = agent.issue_key(label=label)
+            _, raw = keys.issue(agent, by="cli", label=label)
         verb = "Created agent" if created else "New key for existing agent"
         self.stdout.write(f"{verb} {agent.name!r}. Keep this key secret; it is shown only once:")
         self.stdout.write(raw)
