@@ -249,6 +249,9 @@ OVERSIGHT_CALLBACK_TIMEOUT = env_float("OVERSIGHT_CALLBACK_TIMEOUT", 5.0, minimu
 # Send routine approvals by the policy to the live feed as `request.decided` (the
 # contract); turn off where hundreds of browsers watch a busy API.
 OVERSIGHT_FEED_POLICY_DECISIONS = env_bool("OVERSIGHT_FEED_POLICY_DECISIONS", True)
+# How often the live feed re-checks that each socket's person is still signed in,
+# active and in a role (a socket that lost them closes with 4401/4403).
+OVERSIGHT_FEED_RECHECK_SECONDS = env_float("OVERSIGHT_FEED_RECHECK_SECONDS", 2.0, minimum=0.1, maximum=5.0)
 # bench/api.py's baseline endpoint (/api/bench/insert); never on in production.
 OVERSIGHT_BENCH = env_bool("OVERSIGHT_BENCH", False)
 # /metrics: open by default; a token, when set, is required as a bearer token.
