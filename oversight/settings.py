@@ -69,6 +69,7 @@ MIDDLEWARE = [
     "oversight.audit.AddressMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 # The agent API, /healthz and /metrics are served by a second Django handler with
@@ -200,6 +201,36 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 if env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HTTPS only in production: browsers remember it for a year; pages redirect to
+# https (the agent API, /healthz and /metrics are served without this middleware,
+# so a load balancer's plain-HTTP health check still answers).
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SILENCED_SYSTEM_CHECKS = [
+    # HSTS preload is a commitment of the whole domain to a browser-shipped list: the
+    # operator's decision (SECURE_HSTS_PRELOAD=1), not a default of this service.
+    "security.W021",
+]
+
+# Content-Security-Policy (django-csp): scripts only from this site's static files,
+# never inline (templates have no inline scripts or on* handlers; a test keeps it so).
+# Inline styles stay allowed: templates use a few style attributes, and CSS runs no code.
+# connect-src 'self' covers the feed's ws:/wss: to this host.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # The API enforces its own 256 KiB limit with a JSON error; Django's limit sits
 # just above it so the API's check is the one that answers.
