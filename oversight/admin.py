@@ -67,6 +67,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoke instead: a revocation is audited, a deleted key leaves no trace
+
     @admin.action(description="Revoke")
     def revoke(self, request, queryset):
         count = keys.revoke(queryset, by=request.user.get_username())
