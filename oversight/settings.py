@@ -64,7 +64,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
+    "oversight.csrf.CsrfMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "oversight.audit.AddressMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -283,6 +283,10 @@ OVERSIGHT_FEED_POLICY_DECISIONS = env_bool("OVERSIGHT_FEED_POLICY_DECISIONS", Tr
 # How often the live feed re-checks that each socket's person is still signed in,
 # active and in a role (a socket that lost them closes with 4401/4403).
 OVERSIGHT_FEED_RECHECK_SECONDS = env_float("OVERSIGHT_FEED_RECHECK_SECONDS", 2.0, minimum=0.1, maximum=5.0)
+# One-tap approve / reject links in notifications to people (spec §9.7).
+OVERSIGHT_DECISION_LINKS = env_bool("OVERSIGHT_DECISION_LINKS", False)
+# Events waiting for one slow browser before it is sent a fresh snapshot instead.
+OVERSIGHT_FEED_SOCKET_BACKLOG = env_int("OVERSIGHT_FEED_SOCKET_BACKLOG", 1000)
 # bench/api.py's baseline endpoint (/api/bench/insert); never on in production.
 OVERSIGHT_BENCH = env_bool("OVERSIGHT_BENCH", False)
 # /metrics: open by default; a token, when set, is required as a bearer token.
@@ -311,7 +315,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Decision links' tokens never reach a log line (Django logs the path of a 4xx).
+    "filters": {"redact_link_tokens": {"()": "oversight.logfilters.RedactLinkTokens"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_link_tokens"]}
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "INFO"},

@@ -73,6 +73,13 @@ MATRIX: dict[tuple[str, str], tuple] = {
     ("requests/<uuid:request_id>/decide", "POST"):                  (403, 403, 403, 302, 403, 302),
     ("requests/decide", "POST"):                                    (403, 403, 403, 302, 403, 302),
     ("history/", "GET"):                                            (302, 302, 403, 200, 200, 200),
+    ("grants/", "GET"):                                             (302, 302, 403, 200, 403, 200),
+    # 404: allowed in, and no such grant in force.
+    ("grants/<int:grant_id>/revoke", "POST"):                       (403, 403, 403, 404, 403, 404),
+    # A one-tap link made for the operator: strangers are asked to sign in (and a POST
+    # refused), anyone else signed in is told it is not theirs.
+    ("d/<str:token>/", "GET"):                                      (200, 200, 403, 200, 403, 403),
+    ("d/<str:token>/", "POST"):                                     (403, 403, 403, 200, 403, 403),
     ("monitoring/", "GET"):                                         (302, 302, 403, 200, 200, 200),
     ("monitoring/series.json", "GET"):                              (302, 302, 403, 200, 200, 200),
     # 404: allowed in, and this agent has sent no samples of that process.
@@ -186,6 +193,16 @@ class World:
         submission = actions.Submission("delegate", "Delegate", {}, {"memory_pressure": 99.0})
         return actions.do_submit(self.agent.agent, submission)[0]
 
+    def decision_link(self) -> str:
+        """A fresh one-tap approve link made for the operator."""
+        from django.test import override_settings
+
+        from oversight.links import links_for
+
+        with override_settings(OVERSIGHT_DECISION_LINKS=True):
+            url = links_for(self.request(), User.objects.get(username="olivia"))["approve"]
+        return url[url.index("/d/"):]
+
     def alert(self):
         now = timezone.now()
         return Alert.objects.create(host="box-1", severity="warning", value=85, threshold=80, peak=88,
@@ -240,6 +257,10 @@ def http_call(world: World, route: str, method: str) -> tuple[str, dict | str | 
         if method == "POST":
             return f"/{A}requests", {"operation": "delegate", "summary": "s", "metrics": {"memory_pressure": 1}}
         return f"/{A}requests", None
+    if route == "d/<str:token>/":
+        return world.decision_link(), {}
+    if route == "grants/<int:grant_id>/revoke":
+        return "/grants/999999/revoke", {}
     request_id = world.request().id if "request_id" in route else None
     forms = {
         ("login/", "POST"): ("/login/", world.bad_sign_in()),

@@ -19,7 +19,7 @@ def remove(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('oversight', '0005_audit_escalation_notified'),
+        ('oversight', '0010_decision_links'),
     ]
 
     operations = [
