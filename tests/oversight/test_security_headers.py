@@ -75,8 +75,15 @@ def test_it_passes_check_deploy_with_production_settings(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "System check identified no issues" in done.stdout
-    # The one silenced check is HSTS preload (see settings.py): nothing else is hidden.
-    assert "(1 silenced)" in done.stdout
+    # Silenced (see settings.py): HSTS preload, and "no CsrfViewMiddleware" (ours subclasses it).
+    assert "(2 silenced)" in done.stdout
+
+
+def test_it_protects_pages_against_csrf_with_a_subclass_of_djangos_middleware():
+    from django.middleware.csrf import CsrfViewMiddleware
+    from django.utils.module_loading import import_string
+
+    assert any(issubclass(import_string(path), CsrfViewMiddleware) for path in settings.MIDDLEWARE)
 
 
 def test_it_turns_on_hsts_and_secure_cookies_in_production(tmp_path):
