@@ -180,6 +180,8 @@ class World:
     def __init__(self):
         ensure_default_policy()
         self.agent = make_agent("matrix-bot")
+        self.agent.agent.max_pending = 10_000  # the walk leaves many requests pending
+        self.agent.agent.save(update_fields=["max_pending"])
         self.delegate = current_policy("delegate")
         self.superuser = User.objects.create_superuser("root", password="correct horse battery")
         self.month = timezone.now().strftime("%Y-%m")

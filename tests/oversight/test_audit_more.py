@@ -47,7 +47,8 @@ def test_it_audits_key_creation_and_revocation_by_command(db):
 
 def test_it_audits_key_creation_and_revocation_in_the_admin_with_the_address(admin_client):
     admin_client.post("/admin/oversight/agent/add/", {
-        "name": "ci-bot", "description": "", "keys-TOTAL_FORMS": "0", "keys-INITIAL_FORMS": "0",
+        "name": "ci-bot", "description": "", "hosts": "[]", "operations": "[]", "max_pending": "20",
+        "keys-TOTAL_FORMS": "0", "keys-INITIAL_FORMS": "0",
     })
     agent = Agent.objects.get(name="ci-bot")
     admin_client.post("/admin/oversight/agent/", {"action": "create_key", "_selected_action": [agent.pk]})
