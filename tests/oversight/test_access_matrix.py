@@ -13,9 +13,11 @@ no page can be forgotten. Each row gives the status each persona gets:
     superuser   Django superuser
 
 A persona that differs from another only on a few endpoints is one entry in
-DERIVED (a base persona plus its exceptions): "an operator outside the policy's
-approver group" and "the agent's owner" go there once those fields exist.
-For websockets the "status" is "accept" or the close code.
+DERIVED (a base persona plus its exceptions): an operator outside the policy's
+approver groups, and the operator who owns the asking agent. The requests of the
+walk are of a policy whose approver group holds the operator, the owner and the
+superuser (superusers are bound by it too). For websockets the "status" is
+"accept" or the close code.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from channels.db import database_sync_to_async
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
@@ -34,6 +36,7 @@ from monitoring.models import Alert
 from oversight import actions
 from oversight.models import AuditEvent, Policy
 from oversight.policy import current_policy, ensure_default_policy
+from oversight.roles import OPERATORS
 from tests.conftest import make_agent
 
 PERSONAS = ("anonymous", "agent", "outsider", "operator", "manager", "superuser")
@@ -45,11 +48,20 @@ class Derived:
     exceptions: dict = field(default_factory=dict)  # {(route, method): status}
 
 
-# One entry per persona that behaves like a base persona except where listed. To add:
-#   "operator_outside_group": Derived("operator", {("requests/<uuid:request_id>/decide", "POST"): 403, …}),
-#   "owner": Derived("operator", {("requests/<uuid:request_id>/decide", "POST"): 403, …}),
-# with the persona's client in `clients()` below.
-DERIVED: dict[str, Derived] = {}
+# Deciding a request of the walk's policy: what an operator may do and these two may not.
+NOT_THEIRS_TO_DECIDE = {
+    ("requests/<uuid:request_id>/decide", "POST"): 403,
+    ("requests/decide", "POST"): 403,
+    ("d/<str:token>/", "GET"): 403,   # the link was made for the operator, not for them
+    ("d/<str:token>/", "POST"): 403,
+}
+
+# One entry per persona that behaves like a base persona except where listed (its
+# client is made in `clients()` below).
+DERIVED: dict[str, Derived] = {
+    "operator_outside_group": Derived("operator", NOT_THEIRS_TO_DECIDE),
+    "owner": Derived("operator", NOT_THEIRS_TO_DECIDE),
+}
 
 A = "api/v1/"
 ADMIN_LOGIN = 302  # non-staff and strangers are sent to the admin's sign-in form
@@ -180,10 +192,20 @@ class World:
     def __init__(self):
         ensure_default_policy()
         self.agent = make_agent("matrix-bot")
-        self.agent.agent.max_pending = 10_000  # the walk leaves many requests pending
-        self.agent.agent.save(update_fields=["max_pending"])
-        self.delegate = current_policy("delegate")
         self.superuser = User.objects.create_superuser("root", password="correct horse battery")
+        deciders = Group.objects.create(name="deciders")
+        operators = Group.objects.get(name=OPERATORS)
+        self.outside = User.objects.create_user("ursula", password="correct horse battery")
+        self.outside.groups.add(operators)
+        self.owner = User.objects.create_user("owen", password="correct horse battery")
+        self.owner.groups.add(operators, deciders)
+        for user in (User.objects.get(username="olivia"), self.superuser):
+            user.groups.add(deciders)
+        self.agent.agent.owner = self.owner
+        self.agent.agent.max_pending = 10_000  # the walk leaves many requests pending
+        self.agent.agent.save(update_fields=["owner", "max_pending"])
+        actions.do_change_policy("delegate", current_policy("delegate").settings_dict() | {
+            "approver_groups": ["deciders"], "timeout_action": "reject"}, by="matrix")
         self.month = timezone.now().strftime("%Y-%m")
 
     def bad_sign_in(self) -> dict:
@@ -211,8 +233,6 @@ class World:
                                     started_at=now, raised_at=now)
 
     def admin_object(self, model: str) -> str:
-        from django.contrib.auth.models import Group
-
         if model == "auth/group":
             return str(Group.objects.first().pk)
         if model == "auth/user":
@@ -271,12 +291,13 @@ def http_call(world: World, route: str, method: str) -> tuple[str, dict | str | 
         ("requests/decide", "POST"): ("/requests/decide", {"outcome": "approve", "ids": [str(world.request().id)]}),
         ("monitoring/alerts/<int:alert_id>/acknowledge", "POST"): (
             f"/monitoring/alerts/{world.alert().id if method == 'POST' else 0}/acknowledge", {}),
-        ("^policies/(?P<operation>[^/]+)/$", "POST"): ("/policies/delegate/", {
+        # Policy edits go to another operation: the walk's requests keep their policy.
+        ("^policies/(?P<operation>[^/]+)/$", "POST"): ("/policies/matrix_edit/", {
             "memory_pressure": "85", "delegation_depth": "5", "circular_refs": "", "timeout_seconds": "300",
             "timeout_action": "reject", "escalate_after": "", "trusted_agents": "", "escalation_contacts": "",
             "note": "from the matrix"}),
         ("^policies/(?P<operation>[^/]+)/apply$", "POST"): (
-            "/policies/delegate/apply", {"rule": "memory_pressure", "threshold": "85"}),
+            "/policies/matrix_edit/apply", {"rule": "memory_pressure", "threshold": "85"}),
     }
     if (route, method) in forms:
         return forms[(route, method)]
@@ -305,6 +326,8 @@ def clients(world: World, operator, manager, outsider) -> dict[str, Client]:
         "operator": signed(operator),
         "manager": signed(manager),
         "superuser": signed(world.superuser),
+        "operator_outside_group": signed(world.outside),
+        "owner": signed(world.owner),
     }
 
 
