@@ -23,6 +23,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from oversight import policy as policies
+from oversight import receipts
 from oversight.diffs import json_changes
 from oversight.events import FEED_GROUP, ROUTINE_GROUP, request_group, send_event_on_commit
 from oversight.models import (
@@ -221,6 +222,7 @@ def do_submit(
         callback_url=submission.callback_url,
         idempotency_key=submission.idempotency_key,
         body_digest=digest,
+        payload_sha256=receipts.payload_digest(submission.payload),
     )
     earlier = _recent_reject(agent, req, policy, now)
     if earlier is not None:
@@ -245,6 +247,8 @@ def do_submit(
                     _approve_by_grant(req, grant, now)
             if req.status == Status.PENDING:
                 _check_pending_limit(agent, now)
+            if req.status != Status.PENDING:
+                req.receipt = receipts.decision_receipt(req, now=now)
             req.save(force_insert=True)
             AuditEvent.objects.bulk_create(_submission_events(req, policy, now))
             if req.status == Status.PENDING:
@@ -368,6 +372,7 @@ def do_decide(
         if won != 1:
             lost_to = req
         else:
+            receipts.attach(req, now=now)
             _decided_event(req).save()
             _broadcast(req, "request.decided")
             _schedule_callback(req)
@@ -442,6 +447,7 @@ def do_approve(
             if not complete:
                 _broadcast(req, "request.updated")
                 return req
+            receipts.attach(req, now=now)
             _decided_event(req).save()
             _broadcast(req, "request.decided")
             _schedule_callback(req)

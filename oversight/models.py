@@ -113,6 +113,8 @@ class Policy(models.Model):
     note = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=150, blank=True)
+    # How long a receipt fetched later (GET .../receipt) stays valid.
+    receipt_ttl_seconds = models.PositiveIntegerField(default=600)
 
     class Meta:
         verbose_name_plural = "policies"
@@ -137,6 +139,7 @@ class Policy(models.Model):
         "escalate_after",
         "escalation_contacts",
         "trusted_agents",
+        "receipt_ttl_seconds",
         "min_timeout_seconds",
         "required_approvals",
         "approver_groups",
@@ -218,6 +221,10 @@ class OversightRequest(models.Model):
     decided_by = models.CharField(max_length=150, blank=True)
     decision_reason = models.TextField(blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
+    # Signed decision receipts (oversight/receipts.py): the digest of the payload as
+    # submitted, and the compact JWS made once at decision time.
+    payload_sha256 = models.CharField(max_length=64, blank=True)
+    receipt = models.TextField(blank=True)
     # An approval with changes: the payload the agent may run (null: as submitted).
     decision_payload = models.JSONField(null=True, blank=True)
     # A note from the operator to the agent, with an approval or a reject.
@@ -352,6 +359,28 @@ class MonthlyReview(models.Model):
 
     def __str__(self) -> str:
         return f"review {self.month}"
+
+
+class SigningKey(models.Model):
+    """An Ed25519 key that signs decision receipts; the private half encrypted with SECRET_KEY.
+
+    A key is published in the JWKS from `created_at` and signs from `signs_from`, so
+    verifiers can fetch it before its first receipt; it stays published until the
+    receipts it signed have expired (oversight/receipts.py).
+    """
+
+    kid = models.CharField(max_length=64, unique=True)
+    generation = models.PositiveIntegerField(unique=True)
+    private_key = models.TextField(help_text="The PEM private key, encrypted with SECRET_KEY.")
+    public_jwk = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    signs_from = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["generation"]
+
+    def __str__(self) -> str:
+        return f"signing key {self.kid}"
 
 
 class RateWindow(models.Model):

@@ -108,6 +108,7 @@ KEYS: dict[str, Callable[[str], object]] = {
     "required_approvals": _number(1, MAX_APPROVALS, whole=True),
     "reject_cooldown_seconds": _number(0, MAX_TIMEOUT_SECONDS, whole=True),
     "max_standing_seconds": _number(0, MAX_TIMEOUT_SECONDS, whole=True),
+    "receipt_ttl_seconds": _number(60, 86400, whole=True),
     "approver_groups": _names(GROUP_NAME_RE, "group", exists=_missing_groups),
     "trusted_agents": _names(AGENT_NAME_RE, "agent name"),
     "escalation_contacts": _names(CONTACT_RE, "contact"),

@@ -168,6 +168,8 @@ class Stack:
 
 
 def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True, extra_env: dict | None = None) -> Stack:
+    from django.conf import settings
+
     from oversight.runner import Supervisor, beat_argv, free_port, wait_for_port, web_argv, worker_argv
 
     logs = Path(tempfile.mkdtemp(prefix="oversight-stack-"))
@@ -176,7 +178,8 @@ def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True,
         "DATABASE_URL": live_database_url(),
         "PORT": str(port),
         "OVERSIGHT_VAR_DIR": str(logs),
-        "SECRET_KEY": "test-secret-key-for-live-servers",
+        # The test process's own: it decides too, and signs receipts with the same key.
+        "SECRET_KEY": settings.SECRET_KEY,
         "DATABASE_POOL_MIN": "0",
         "DATABASE_POOL_MAX": "8",
         "PYTHONUNBUFFERED": "1",

@@ -196,6 +196,8 @@ class Decision(BaseModel):
         default=None,
         description="Present only when an operator approved with changes: the payload the agent may run instead.",
     )
+    receipt: str | None = Field(None, description="Signed decision receipt: a compact JWS (EdDSA), "
+                                "verifiable with the keys at /api/v1/keys.")
 
 
 class Approval(BaseModel):
@@ -214,6 +216,7 @@ class RequestResource(BaseModel):
     operation: str
     summary: str
     payload: dict[str, Any]
+    payload_sha256: str | None = Field(None, description="Hex SHA-256 of the payload's canonical JSON (RFC 8785).")
     metrics: dict[str, Any]
     status: Literal["pending", "approved", "rejected", "cancelled"]
     critical: bool
@@ -236,6 +239,23 @@ class RequestResource(BaseModel):
 class RequestList(BaseModel):
     results: list[RequestResource]
     next_cursor: str | None
+
+
+class ReceiptResponse(BaseModel):
+    receipt: str = Field(description="A fresh compact JWS of the final decision.")
+
+
+class Jwk(BaseModel):
+    kty: Literal["OKP"]
+    crv: Literal["Ed25519"]
+    x: str
+    kid: str
+    alg: Literal["EdDSA"]
+    use: Literal["sig"]
+
+
+class Jwks(BaseModel):
+    keys: list[Jwk]
 
 
 class MetricsAccepted(BaseModel):

@@ -73,6 +73,9 @@ MATRIX: dict[tuple[str, str], tuple] = {
     (f"^{A}requests/(?P<request_id>[^/]+)/?$", "GET"):              (401, 200, 401, 401, 401, 401),
     (f"^{A}requests/(?P<request_id>[^/]+)/cancel/?$", "POST"):      (401, 200, 401, 401, 401, 401),
     (f"^{A}metrics/?$", "POST"):                                    (401, 202, 401, 401, 401, 401),
+    # 409: allowed in; the walk's requests are pending, so there is no receipt yet.
+    (f"^{A}requests/(?P<request_id>[^/]+)/receipt/?$", "GET"):     (401, 409, 401, 401, 401, 401),
+    (f"^{A}keys/?$", "GET"):                                        (200, 200, 200, 200, 200, 200),
     (f"^{A}openapi\\.json$", "GET"):                                (200, 200, 200, 200, 200, 200),
     ("healthz", "GET"):                                             (200, 200, 200, 200, 200, 200),
     ("metrics", "GET"):                                             (200, 200, 200, 200, 200, 200),
@@ -98,6 +101,11 @@ MATRIX: dict[tuple[str, str], tuple] = {
     ("monitoring/process.json", "GET"):                             (302, 302, 403, 404, 404, 404),
     ("monitoring/leaks.json", "GET"):                               (302, 302, 403, 200, 200, 200),
     ("monitoring/alerts/<int:alert_id>/acknowledge", "POST"):       (302, 302, 403, 302, 403, 302),
+    ("monitoring/alerts/<int:alert_id>/false-positive", "POST"):    (302, 302, 403, 302, 403, 302),
+    # 404: allowed in, and no such leak finding.
+    ("monitoring/leaks/<int:finding_id>.json", "GET"):              (302, 302, 403, 404, 404, 404),
+    ("monitoring/leaks/<int:finding_id>/dismiss", "POST"):          (302, 302, 403, 404, 403, 404),
+    ("monitoring/leaks/weekly/", "GET"):                            (302, 302, 403, 200, 200, 200),
     ("reports/", "GET"):                                            (302, 302, 403, 403, 200, 200),
     ("^reports/(?P<month>\\d{4}-\\d{2})/$", "GET"):                 (302, 302, 403, 403, 200, 200),
     ("^reports/(?P<month>\\d{4}-\\d{2})\\.csv$", "GET"):            (302, 302, 403, 403, 200, 200),
@@ -267,6 +275,10 @@ def http_call(world: World, route: str, method: str) -> tuple[str, dict | str | 
         body = world.bad_sign_in() if method == "POST" else None
         return fixed.get(route, "/" + route), body
     if route.startswith(f"^{A}"):
+        if "receipt" in route:
+            return f"/{A}requests/{world.request().id}/receipt", None
+        if "keys" in route:
+            return f"/{A}keys", None
         if "cancel" in route:
             return f"/{A}requests/{world.request().id}/cancel", {}
         if "request_id" in route:
@@ -281,6 +293,12 @@ def http_call(world: World, route: str, method: str) -> tuple[str, dict | str | 
         return f"/{A}requests", None
     if route == "d/<str:token>/":
         return world.decision_link(), {}
+    if route == "monitoring/alerts/<int:alert_id>/false-positive":
+        return f"/monitoring/alerts/{world.alert().id}/false-positive", {"reason": "a backup, not a leak"}
+    if route == "monitoring/leaks/<int:finding_id>.json":
+        return "/monitoring/leaks/999999.json", None
+    if route == "monitoring/leaks/<int:finding_id>/dismiss":
+        return "/monitoring/leaks/999999/dismiss", {"reason": "expected growth"}
     if route == "grants/<int:grant_id>/revoke":
         return "/grants/999999/revoke", {}
     request_id = world.request().id if "request_id" in route else None

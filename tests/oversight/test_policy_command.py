@@ -67,3 +67,11 @@ def test_it_exits_2_from_the_command_line(tmp_path):
         done = subprocess.run([sys.executable, "manage.py", "policy", "*", "--set", "bogus=1"],
                               env=env, capture_output=True, text=True)
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_it_sets_the_standing_and_receipt_keys(capsys):
+    ensure_default_policy()
+    shown = run("*", "--set", "max_standing_seconds=3600", "--set", "receipt_ttl_seconds=900", capsys=capsys)
+    assert (shown["max_standing_seconds"], shown["receipt_ttl_seconds"]) == (3600, 900)
+    with pytest.raises(CommandError):
+        call_command("policy", "*", "--set", "receipt_ttl_seconds=5")

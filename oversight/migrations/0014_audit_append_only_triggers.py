@@ -19,7 +19,7 @@ def remove(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('oversight', '0012_audit_kinds_approved_and_grants'),
+        ('oversight', '0013_signed_receipts'),
     ]
 
     operations = [
