@@ -297,7 +297,11 @@ class OversightRequest(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Append-only: one row per thing that happened to a request or a policy."""
+    """Append-only: one row per thing that happened to a request, a policy, a key or a person.
+
+    Enforced three times: save() refuses an update, the admin is read-only, and
+    database triggers refuse UPDATE, DELETE and TRUNCATE (oversight/audit_triggers.py).
+    """
 
     class Kind(models.TextChoices):
         SUBMITTED = "submitted"
@@ -315,11 +319,16 @@ class AuditEvent(models.Model):
         APPROVED = "approved"
         GRANT_CREATED = "grant_created"
         GRANT_REVOKED = "grant_revoked"
+        KEY_CREATED = "key_created"
+        KEY_REVOKED = "key_revoked"
+        LOGIN_SUCCEEDED = "login_succeeded"
+        LOGIN_FAILED = "login_failed"
+        ALERT_ACKNOWLEDGED = "alert_acknowledged"
 
     request = models.ForeignKey(
-        OversightRequest, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
+        OversightRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="events"
     )
-    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, null=True, blank=True, related_name="events")
     kind = models.CharField(max_length=30, choices=Kind.choices)
     at = models.DateTimeField(default=timezone.now)
     actor = models.CharField(max_length=150, blank=True, help_text="Who or what: a username, an agent, the policy, the timeout.")
@@ -331,6 +340,7 @@ class AuditEvent(models.Model):
             # A request's timeline on its page.
             models.Index(fields=["request", "at"], name="audit_request_at"),
             # /metrics: audited failures of one kind since its checkpoint (monitoring/metrics.py).
+            # Login throttling counts recent failures too (oversight/logins.py).
             models.Index(fields=["kind", "at"], name="audit_kind_at"),
         ]
 
@@ -340,6 +350,11 @@ class AuditEvent(models.Model):
     def save(self, *args, **kwargs):
         if self.pk is not None:
             raise ValueError("Audit events are append-only.")
+        from oversight.audit import current_address
+
+        address = current_address.get()
+        if address is not None and isinstance(self.data, dict) and "address" not in self.data:
+            self.data = {"address": address} | self.data
         super().save(*args, **kwargs)
 
 

@@ -24,6 +24,35 @@ from oversight.policy import ensure_default_policy
 from oversight.roles import MANAGERS, OPERATORS
 
 
+def _flush_past_audit_triggers() -> None:
+    """Let transactional tests' teardown empty the append-only audit table.
+
+    pytest-django ends each transactional test with Django's `flush` (TRUNCATE on
+    PostgreSQL, DELETE FROM on SQLite), which the audit triggers refuse by design.
+    Only here, and only for that flush, are they lifted and then restored; the
+    tests connect as the table's owner, which the service in production must not.
+    """
+    from django.core.management.commands import flush
+
+    from oversight import audit_triggers
+
+    original = flush.Command.handle
+    if getattr(original, "_lifts_audit_triggers", False):
+        return
+
+    def handle(self, **options):
+        from django.db import connections
+
+        with audit_triggers.suspended(connections[options["database"]]):
+            return original(self, **options)
+
+    handle._lifts_audit_triggers = True
+    flush.Command.handle = handle
+
+
+_flush_past_audit_triggers()
+
+
 def _person(username: str, group: str | None) -> User:
     user = User.objects.create_user(username=username, password="correct horse battery")
     if group:
