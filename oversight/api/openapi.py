@@ -82,7 +82,7 @@ def document() -> dict:
                     "operationId": "submitRequest",
                     "parameters": [
                         _WAIT,
-                        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},
+                        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "minLength": 1, "maxLength": 200}},
                     ],
                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SubmitRequest")}}},
                     "responses": _responses(
@@ -98,9 +98,9 @@ def document() -> dict:
                     "operationId": "listRequests",
                     "parameters": [
                         {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["pending", "approved", "rejected", "cancelled"]}},
-                        {"name": "operation", "in": "query", "schema": {"type": "string"}},
+                        {"name": "operation", "in": "query", "schema": {"type": "string", "minLength": 1}},
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        {"name": "cursor", "in": "query", "schema": {"type": "string", "minLength": 1}},
                     ],
                     "responses": _responses({"200": _json("RequestList", "A page of requests.")}, "400", *_COMMON),
                 },

@@ -149,3 +149,15 @@ def test_it_reports_an_unreachable_server_as_unavailable(make_client, dead_url):
 
     assert caught.value.code == "unreachable"
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_it_does_not_retry_a_400_or_a_500(client, fake, status):
+    body = {"error": {"code": "validation_error" if status == 400 else "internal_error", "message": "no", "details": {}}}
+    fake.fail("POST", "/api/v1/requests", status=status, body=body, times=5)
+
+    with pytest.raises(Exception) as raised:
+        client.submit("scrape", "x", metrics=CALM)
+
+    assert not isinstance(raised.value, Unavailable | RateLimited)
+    assert [a.status for a in fake.calls_to("POST", "/api/v1/requests")] == [status]
