@@ -36,6 +36,9 @@ class DatabaseCollector:
 
 
 def request_metrics():
+    from oversight.actions import expire_overdue
+
+    expire_overdue()  # an overdue request is counted as timed out, not pending
     pending = GaugeMetricFamily("oversight_pending_requests", "Requests waiting for a decision.")
     pending.add_metric([], OversightRequest.objects.filter(status=Status.PENDING).count())
     yield pending

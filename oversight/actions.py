@@ -306,6 +306,22 @@ def expire_due(*, now: datetime | None = None, batch: int = 200) -> int:
     return decided
 
 
+def expire_overdue(*, now: datetime | None = None) -> int:
+    """Before a read that lists or counts pending requests: apply every timeout that is
+    due, through the sweep's own function, so the read shows each deadline as kept even
+    with every worker down. Costs one indexed EXISTS (req_pending_deadline) when nothing
+    is overdue, which is the usual case while the sweep runs."""
+    now = now or timezone.now()
+    overdue = OversightRequest.objects.filter(status=Status.PENDING, deadline__lte=now)
+    total = 0
+    # Bounded: a backlog larger than this is left to the sweep rather than one read.
+    for _ in range(50):
+        if not overdue.exists():
+            break
+        total += expire_due(now=now)
+    return total
+
+
 def escalate_due(*, now: datetime | None = None, batch: int = 200) -> int:
     """Mark pending requests whose escalation time has come; returns how many this call escalated."""
     now = now or timezone.now()

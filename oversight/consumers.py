@@ -67,9 +67,11 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
 
 def snapshot() -> dict:
     from monitoring.hooks import firing_alerts
+    from oversight.actions import expire_overdue
     from oversight.models import OversightRequest, Status
     from oversight.serializers import request_dict
 
+    expire_overdue()
     pending = (
         OversightRequest.objects.select_related("agent")
         .filter(status=Status.PENDING, critical=True)

@@ -48,6 +48,7 @@ def home(request: HttpRequest):
 @require_GET
 @role_required(OPERATORS)
 def queue(request: HttpRequest):
+    actions.expire_overdue()
     pending = (
         OversightRequest.objects.select_related("agent")
         .filter(status=Status.PENDING, critical=True)

@@ -400,6 +400,8 @@ async def list_requests(request: HttpRequest):
 
 def _list(request: HttpRequest) -> dict:
     key = authenticate(request)
+    # Before the status filter runs: `?status=pending` must not show an overdue request.
+    actions.expire_overdue()
     errors: dict[str, list[str]] = {}
     queryset = OversightRequest.objects.select_related("agent").filter(agent_id=key.agent_id)
     status = _param(request, "status")

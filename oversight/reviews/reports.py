@@ -469,6 +469,9 @@ def review(month: date, *, now: datetime | None = None, live: bool = False) -> d
     """The review of `month`: the stored snapshot when there is one (unless `live`), else
     computed now; with the month-over-month change against the month before."""
     now = now or timezone.now()
+    from oversight.actions import expire_overdue
+
+    expire_overdue()  # an overdue request counts as decided by the timeout
     stored = None if live else MonthlyReview.objects.filter(month=label(month)).first()
     if stored is not None:
         data = dict(stored.figures)
