@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from oversight import policy as policies
@@ -375,14 +375,26 @@ def _enqueue(task, *args) -> None:
 # --- Policies ------------------------------------------------------------------------
 
 
+def _lock_policy_edits(operation: str) -> None:
+    """Edits of one operation's policy, one at a time, each starting from the last.
+
+    A row lock on the current version is not enough: a waiter wakes to find its row no
+    longer current, and two first versions of a new operation have no row to lock, so
+    the loser broke a unique constraint (a 500), or the two deadlocked on its index.
+    PostgreSQL: a transaction-level advisory lock per operation. SQLite: IMMEDIATE
+    transactions already take the write lock at BEGIN."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"policy:{operation}"])
+
+
 def do_change_policy(operation: str, changes: dict, *, by: str, note: str = "", now: datetime | None = None) -> Policy:
     """Write a new version of `operation`'s policy (starting from the current one, or
     from the defaults for a new operation) and audit the change."""
     now = now or timezone.now()
     with transaction.atomic():
-        current = (
-            Policy.objects.select_for_update().filter(operation=operation, is_current=True).first()
-        )
+        _lock_policy_edits(operation)
+        current = Policy.objects.filter(operation=operation, is_current=True).first()
         base = current.settings_dict() if current else Policy(operation=operation).settings_dict()
         new_settings = base | changes
         version = (current.version + 1) if current else (

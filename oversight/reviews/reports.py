@@ -655,6 +655,18 @@ def _memory_table(memory: dict) -> dict:
     return {"title": "Memory", "columns": ("Figure", "Value"), "rows": rows}
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(cell):
+    """Free text (reject reasons, names) that a spreadsheet would run as a formula is
+    quoted. Every CSV of the review (the web download, `manage.py report --csv`) writes
+    its cells through this one function."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
 def csv_rows(data: dict):
     """Long format, one figure a line: section, name, metric, value (raw numbers; empty = none)."""
     yield ("section", "name", "metric", "value")
