@@ -8,6 +8,7 @@ ASGI app, a Celery worker and beat — on the test database and the suite's Redi
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -116,6 +117,11 @@ class Stack:
             time.sleep(0.1)
         raise RuntimeError(f"The server did not become healthy: {last!r}\n{self.tail()}")
 
+    def stop(self) -> None:
+        """Stop every process and remove the stack's folder (logs, its var dir)."""
+        self.supervisor.stop()
+        shutil.rmtree(self.logs, ignore_errors=True)
+
     def tail(self, lines: int = 40) -> str:
         out = []
         for log in sorted(self.logs.glob("*.log")):
@@ -150,7 +156,7 @@ def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True,
         wait_for_port(port, what="uvicorn", timeout=60)
         stack.wait_healthy()
     except Exception:
-        supervisor.stop()
+        stack.stop()
         raise
     return stack
 
@@ -160,7 +166,7 @@ def live_stack(django_db_setup, django_db_blocker):
     """uvicorn + Celery worker + beat on the test database, for the whole session."""
     stack = start_stack()
     yield stack
-    stack.supervisor.stop()
+    stack.stop()
 
 
 @pytest.fixture

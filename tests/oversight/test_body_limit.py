@@ -25,8 +25,7 @@ def server(transactional_db):
     stack = start_stack(worker=False, beat=False, extra_env={"TMPDIR": str(tmp)})
     web = stack.supervisor.children[0].process
     yield stack, web.pid, tmp
-    stack.supervisor.stop()
-    shutil.rmtree(stack.logs, ignore_errors=True)
+    stack.stop()
     shutil.rmtree(tmp, ignore_errors=True)
 
 
