@@ -317,18 +317,40 @@ def _reload(request_id) -> dict:
     return request_dict(actions.apply_timeout_if_due(req))
 
 
+LONG_POLL_DB_INTERVAL = 0.5  # seconds between database reads when pushes cannot be heard
+
+
+async def _poll_for_decision(request_id, deadline: datetime | None, seconds: float) -> dict:
+    """The long-poll without the channel layer (Redis down): read the database every
+    LONG_POLL_DB_INTERVAL until the request is decided, the deadline passes (the read
+    then applies the timeout) or the wait ends — never answering at once, which would
+    make a plain client spin."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    if deadline is not None:
+        until_deadline = max(0.0, (deadline - timezone.now()).total_seconds()) + 0.05
+        end = min(end, loop.time() + until_deadline)
+    while True:
+        req = await _in_thread(_reload, request_id)
+        remaining = end - loop.time()
+        if req["status"] != Status.PENDING or remaining <= 0:
+            return req
+        await asyncio.sleep(min(LONG_POLL_DB_INTERVAL, remaining))
+
+
 async def _maybe_wait(resource: dict, wait: int) -> dict:
     if wait <= 0 or resource["status"] != Status.PENDING:
         return resource
     deadline = parse_datetime(resource["deadline"]) if resource["deadline"] else None
+    end = asyncio.get_running_loop().time() + wait
     try:
         fresh = await _wait_for_decision(resource["id"], deadline, wait)
     except DatabaseError:
         raise
     except Exception:
-        # The channel layer is away: answer with what we have rather than fail.
-        log.warning("Long-poll unavailable; answering at once", exc_info=True)
-        return resource
+        # The channel layer is away: keep the promise of the wait by watching the database.
+        log.warning("Long-poll cannot hear pushes; watching the database instead", exc_info=True)
+        fresh = await _poll_for_decision(resource["id"], deadline, end - asyncio.get_running_loop().time())
     return fresh or resource
 
 
