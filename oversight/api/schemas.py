@@ -12,6 +12,10 @@ OPERATION_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 MAX_BODY_BYTES = 256 * 1024
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_WAIT_SECONDS = 55
+# An http(s) URL with a host: what the schema can say; the address rules come on top.
+CALLBACK_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+# A list cursor: microseconds since 1970 (17 digits reach past the year 5000) and an id.
+CURSOR_PATTERN = r"^[0-9]{1,17}-[0-9a-f]{32}$"
 # What the database stores: IntegerField is 32-bit signed, BigIntegerField 64-bit signed.
 MAX_INT32 = 2**31 - 1
 MAX_INT64 = 2**63 - 1
@@ -83,8 +87,12 @@ class SubmitRequest(BaseModel):
     payload: dict[str, Any] | None = Field(None, description="Any JSON object, at most 64 KiB serialized. Shown escaped.")
     metrics: Metrics | None = None
     timeout_seconds: int | None = Field(None, ge=1, le=MAX_INT32, description="May only shorten the policy's timeout.")
-    callback_url: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
-        None, description="http(s) URL that receives the final resource, signed."
+    callback_url: Annotated[str, StringConstraints(max_length=2000, pattern=CALLBACK_PATTERN)] | None = Field(
+        None,
+        description=(
+            "http(s) URL that receives the final resource, signed. The operator's address rules may "
+            "refuse a host (400)."
+        ),
     )
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 

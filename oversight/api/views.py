@@ -9,8 +9,6 @@ input yields a 500 or an HTML page.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
 import json
 import logging
@@ -18,7 +16,7 @@ import math
 import re
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -451,18 +449,22 @@ def _list(request: HttpRequest) -> dict:
     return {"results": [request_dict(r) for r in page], "next_cursor": next_cursor}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _encode_cursor(req: OversightRequest) -> str:
-    raw = f"{req.created_at.isoformat()}|{req.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    """`<created_at in µs since 1970>-<id hex>`: a position in the newest-first order.
+    Any string of this shape (schemas.CURSOR_PATTERN) is a position, so the published
+    pattern is exactly what the API accepts."""
+    return f"{(req.created_at - _EPOCH) // _MICROSECOND}-{req.id.hex}"
 
 
 def _decode_cursor(cursor: str):
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, request_id = raw.partition("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(request_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    if not re.fullmatch(schemas.CURSOR_PATTERN, cursor):
         return None
+    micros, _, hex_id = cursor.partition("-")
+    return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(hex_id)
 
 
 @api_view("GET")
