@@ -10,10 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.contrib.auth.models import Group, User
 
-from oversight import actions
-from oversight.models import OversightRequest, Source, Status
+from oversight.models import OversightRequest, Status
 from oversight.policy import ensure_default_policy
+from oversight.roles import OPERATORS
 from oversight.runner import Supervisor, free_port, start_redis
 from tests.conftest import make_agent, start_stack
 
@@ -42,6 +43,13 @@ def test_the_request_path_works_from_the_database_while_redis_is_down(stack_with
     ensure_default_policy()
     agent = make_agent("scraper-7")
     api = httpx.Client(base_url=stack.url, headers=agent.headers, timeout=30)
+    User.objects.create_user("olivia", password="correct horse battery").groups.add(
+        Group.objects.get_or_create(name=OPERATORS)[0])
+    browser = httpx.Client(base_url=stack.url, timeout=30)
+    token = browser.get("/login/").cookies["csrftoken"]
+    signed_in = browser.post("/login/", data={"username": "olivia", "password": "correct horse battery",
+                                              "csrfmiddlewaretoken": token}, headers={"Referer": stack.url + "/login/"})
+    assert signed_in.status_code == 302
 
     redis.stop()  # Redis is gone; the web server is not told
     time.sleep(1.1)  # past the health cache
@@ -74,7 +82,14 @@ def test_the_request_path_works_from_the_database_while_redis_is_down(stack_with
     waiter = threading.Thread(target=wait)
     waiter.start()
     time.sleep(1.5)
-    actions.do_decide(request_id, outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia", reason="no")
+    # The operator's queue page and decision, through the real server.
+    assert request_id in browser.get("/queue/").text
+    decided = browser.post(
+        f"/requests/{request_id}/decide", data={"outcome": "reject", "reason": "no"},
+        headers={"X-CSRFToken": browser.cookies["csrftoken"], "Referer": stack.url + "/queue/",
+                 "Accept": "application/json"},
+    )
+    assert decided.status_code == 200, decided.text
     waiter.join(30)
     assert answer["response"].json()["status"] == "rejected"
     assert 1.5 <= answer["took"] < 3.5
