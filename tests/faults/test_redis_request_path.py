@@ -115,3 +115,67 @@ def test_the_request_path_works_from_the_database_while_redis_is_down(stack_with
     finally:
         again.stop()
     assert OversightRequest.objects.filter(status=Status.PENDING).count() == 1
+
+
+async def _next_event(state, event_type: str, timeout: float) -> dict:
+    """Like the browser's feed: read events, reconnecting (with a fresh snapshot) whenever
+    the socket drops, until `event_type` arrives."""
+    import asyncio
+    import json
+
+    import websockets
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if state.get("socket") is None:
+                state["socket"] = await websockets.connect(
+                    state["url"], origin=state["origin"], additional_headers={"Cookie": state["cookie"]}, open_timeout=3)
+            event = json.loads(await asyncio.wait_for(state["socket"].recv(), max(0.1, end - time.monotonic())))
+            if event["type"] == event_type:
+                return event
+        except (OSError, TimeoutError, websockets.ConnectionClosed, websockets.InvalidStatus):
+            state["socket"] = None
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"no {event_type} within {timeout} s")
+
+
+def test_the_feed_catches_up_when_redis_is_back(stack_with_own_redis):
+    import asyncio
+
+    from tests.oversight.test_feed import sign_in
+
+    stack, redis, folder, port = stack_with_own_redis
+    ensure_default_policy()
+    agent = make_agent("scraper-7")
+    User.objects.create_user("olivia", password="correct horse battery").groups.add(
+        Group.objects.get_or_create(name=OPERATORS)[0])
+    state = {"url": stack.url.replace("http://", "ws://") + "/ws/feed/", "origin": stack.url,
+             "cookie": sign_in(stack.url, "olivia")}
+    api = httpx.Client(base_url=stack.url, headers=agent.headers, timeout=30)
+
+    async def scenario():
+        await _next_event(state, "snapshot", 10)
+        redis.stop()
+        during = api.post("/api/v1/requests", json=CRITICAL | {"summary": "while Redis was down"})
+        assert during.status_code == 201
+        again = Supervisor(prefix_logs=False)
+        try:
+            await asyncio.sleep(2)
+            start_redis(again, folder, port=port)
+            # What was submitted while Redis was down arrives with the next snapshot...
+            snap = await _next_event(state, "snapshot", 30)
+            assert during.json()["id"] in [r["id"] for r in snap["pending"]]
+            # ...and live events flow again.
+            after = api.post("/api/v1/requests", json=CRITICAL | {"summary": "after Redis came back"}).json()
+            created = await _next_event(state, "request.created", 15)
+            assert created["request"]["id"] == after["id"]
+        finally:
+            if state.get("socket") is not None:
+                await state["socket"].close()
+            again.stop()
+
+    try:
+        asyncio.run(scenario())
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\n{stack.tail(80)}") from None
