@@ -55,6 +55,7 @@ def test_the_api_matches_its_openapi_document(tmp_path):
                 "--report-dir", str(tmp_path),
             ],
             capture_output=True, text=True, timeout=300, env=dict(os.environ) | {"NO_COLOR": "1"},
+            cwd=tmp_path,  # its cache folder lands here, not in the checkout
         )
     finally:
         stack.stop()
