@@ -24,7 +24,9 @@ from django.http import JsonResponse
 from oversight.events import forget_channel
 
 log = logging.getLogger(__name__)
-TIMEOUT = 2.0
+# Each check's limit: below the 2 s promised for the whole answer, leaving room for the
+# request itself on a busy machine.
+TIMEOUT = 1.5
 CACHE_SECONDS = 1.0
 
 _checks_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="healthz")

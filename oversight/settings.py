@@ -133,8 +133,8 @@ def _database(url: str) -> dict:
                 "min_size": env_int("DATABASE_POOL_MIN", 2, minimum=0),
                 "max_size": env_int("DATABASE_POOL_MAX", 20, minimum=1),
                 # How long a request waits for a connection: with the database down it
-                # then answers 503 + Retry-After well within 2 s, never a hang.
-                "timeout": env_float("DATABASE_POOL_TIMEOUT", 1.5, minimum=0.1, maximum=60),
+                # then answers 503 + Retry-After within 2 s, never a hang.
+                "timeout": env_float("DATABASE_POOL_TIMEOUT", 1.2, minimum=0.1, maximum=60),
                 # A failed connection attempt is retried with a doubling backoff for
                 # this long, then dropped; the next request starts a fresh attempt at
                 # once. Short, so the first request after the database is back is

@@ -72,7 +72,7 @@ def test_it_answers_within_its_timeout_while_a_check_hangs_and_runs_it_once(clie
     began = time.monotonic()
     response = client.get("/healthz")
     took = time.monotonic() - began
-    assert took < health.TIMEOUT + 0.5, took
+    assert took < 2.0, took
     assert response.status_code == 503
     assert response.json() == {"status": "down", "database": "down", "channel_layer": "ok", "broker": "ok"}
     # The next probe, while the hung check still runs, reuses it instead of piling up threads.
@@ -109,6 +109,9 @@ def server_without_database(db):
     supervisor.start("web", web_argv(port), env=env, log=tmp / "web.log")
     try:
         wait_for_port(port, what="uvicorn", timeout=60)
+        # A first request that needs no database: the process's one-time set-up (URLs,
+        # middleware) is not what these tests time.
+        httpx.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=30)
         yield f"http://127.0.0.1:{port}", tmp / "web.log"
     finally:
         supervisor.stop()
@@ -120,7 +123,7 @@ def test_it_reports_the_database_down_fast_and_the_rest_up(server_without_databa
     for _ in range(3):
         began = time.monotonic()
         response = httpx.get(url + "/healthz", timeout=10)
-        assert time.monotonic() - began < 2.5
+        assert time.monotonic() - began < 2.0
         assert response.status_code == 503, log.read_text()
         assert response.json() == {"status": "down", "database": "down", "channel_layer": "ok", "broker": "ok"}
         time.sleep(health.CACHE_SECONDS)
