@@ -15,11 +15,13 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
+from django.utils import timezone
 
 from oversight.events import forget_channel
 
@@ -32,16 +34,30 @@ CACHE_SECONDS = 1.0
 _checks_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="healthz")
 _running: dict[str, Future] = {}
 _running_lock = threading.Lock()
-_cached: tuple[float, dict] | None = None
+_cached: tuple[float, tuple[dict, dict]] | None = None
 
 
-def _database() -> None:
+CLOCK_SKEW_SECONDS = 2.0
+
+
+def _database() -> str:
+    """Checks the database and compares this node's clock with the database's: "ok",
+    or "skewed" when they are more than 2 s apart (deadlines are the database's)."""
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
+            before = timezone.now()
+            if connection.vendor == "sqlite":
+                cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+                text = cursor.fetchone()[0]
+                database_now = datetime.fromisoformat(text).replace(tzinfo=UTC)
+            else:
+                cursor.execute("SELECT clock_timestamp()")
+                database_now = cursor.fetchone()[0]
+            after = timezone.now()
     finally:
         connection.close()
+    here = before + (after - before) / 2
+    return "skewed" if abs((here - database_now).total_seconds()) > CLOCK_SKEW_SECONDS else "ok"
 
 
 async def _channel_layer() -> None:
@@ -76,49 +92,51 @@ def _in_own_thread(name: str, check) -> Future:
         return future
 
 
-async def _blocking_check(name: str, check) -> tuple[str, str]:
+async def _blocking_check(name: str, check) -> tuple[str, str, object]:
     future = asyncio.wrap_future(_in_own_thread(name, check))
     # asyncio.wait, not wait_for: on a timeout it leaves the thread alone instead of
     # waiting for it to notice a cancellation it cannot receive.
     done, _ = await asyncio.wait({future}, timeout=TIMEOUT)
     if not done:
         log.warning("Health check of %s took over %.1f s", name, TIMEOUT)
-        return name, "down"
+        return name, "down", None
     return _outcome(name, future)
 
 
-async def _async_check(name: str, check) -> tuple[str, str]:
+async def _async_check(name: str, check) -> tuple[str, str, object]:
     task = asyncio.ensure_future(check())
     done, _ = await asyncio.wait({task}, timeout=TIMEOUT)
     if not done:
         task.cancel()
         log.warning("Health check of %s took over %.1f s", name, TIMEOUT)
-        return name, "down"
+        return name, "down", None
     return _outcome(name, task)
 
 
-def _outcome(name: str, future) -> tuple[str, str]:
+def _outcome(name: str, future) -> tuple[str, str, object]:
     error = future.exception()
     if error is not None:
         log.warning("Health check of %s failed: %s", name, error)
-        return name, "down"
-    return name, "ok"
+        return name, "down", None
+    return name, "ok", future.result()
 
 
-async def check_all() -> dict:
+async def check_all() -> tuple[dict, dict]:
+    """Each part's state, and the clock comparison the database check made (when it
+    answered)."""
     global _cached
     now = time.monotonic()
     if _cached is not None and now - _cached[0] < CACHE_SECONDS:
         return _cached[1]
-    results = dict(
-        await asyncio.gather(
-            _blocking_check("database", _database),
-            _async_check("channel_layer", _channel_layer),
-            _blocking_check("broker", _broker),
-        )
+    checks = await asyncio.gather(
+        _blocking_check("database", _database),
+        _async_check("channel_layer", _channel_layer),
+        _blocking_check("broker", _broker),
     )
-    _cached = (time.monotonic(), results)
-    return results
+    results = {name: state for name, state, _ in checks}
+    clock = {"clock": value for name, state, value in checks if name == "database" and state == "ok"}
+    _cached = (time.monotonic(), (results, clock))
+    return results, clock
 
 
 def forget_cached() -> None:
@@ -128,7 +146,8 @@ def forget_cached() -> None:
 
 
 async def healthz(request):
-    results = await check_all()
+    results, clock = await check_all()
     healthy = all(v == "ok" for v in results.values())
-    body = {"status": "ok" if healthy else "down", **results}
+    # A skewed clock is reported, not a failure: the node still serves.
+    body = {"status": "ok" if healthy else "down", **results, **clock}
     return JsonResponse(body, status=200 if healthy else 503)

@@ -31,6 +31,16 @@ def decision_dict(req: OversightRequest) -> dict | None:
     } | ({"payload": req.decision_payload} if req.decision_payload is not None else {})
 
 
+def approvals_list(req: OversightRequest) -> list[dict]:
+    """[{"by", "at"}] of the operators who approved; a request approved by one operator
+    before approvals were recorded shows its decider."""
+    if req.approvals:
+        return [{"by": a["by"], "at": a["at"]} for a in req.approvals]
+    if req.status == Status.APPROVED and req.decision_source == "operator" and req.decided_by:
+        return [{"by": req.decided_by, "at": iso(req.decided_at)}]
+    return []
+
+
 def request_dict(req: OversightRequest) -> dict:
     """The request resource. `req.agent` should be loaded (select_related)."""
     return {
@@ -49,6 +59,9 @@ def request_dict(req: OversightRequest) -> dict:
         "deadline": iso(req.deadline),
         "escalated_at": iso(req.escalated_at),
         "timeout_action": req.timeout_action,
+        "required_approvals": req.required_approvals,
+        "approver_groups": req.approver_groups,
+        "approvals": approvals_list(req),
         "decision": decision_dict(req),
         "poll_after_ms": POLL_AFTER_MS if req.status == Status.PENDING else None,
     }

@@ -81,6 +81,20 @@ def other_agent(db) -> AgentPersona:
     return make_agent("writer-2")
 
 
+def allow_short_timeouts(seconds: int = 1) -> None:
+    """Let agents shorten deadlines below the default minute people get (tests of
+    timeouts that should not wait a minute)."""
+    from oversight.models import Policy
+
+    ensure_default_policy()
+    Policy.objects.filter(is_current=True).update(min_timeout_seconds=seconds)
+
+
+@pytest.fixture
+def short_timeouts(db) -> None:
+    allow_short_timeouts()
+
+
 # --- Real servers ---------------------------------------------------------------------
 
 

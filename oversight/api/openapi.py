@@ -20,13 +20,13 @@ _MODELS = [
 _ERRORS = {
     "400": "validation_error or malformed_json",
     "401": "unauthenticated: no, unknown or revoked key",
-    "403": "forbidden",
+    "403": "forbidden: e.g. an operation this agent is not allowed to ask about",
     "404": "not_found: no such request for this agent",
     "405": "method_not_allowed",
-    "409": "already_decided or idempotency_conflict",
+    "409": "already_decided or idempotency_conflict (already_approved: a person's repeat approval, on the decide page)",
     "413": "payload_too_large: body over 256 KiB, payload over 64 KiB",
     "415": "unsupported_media_type: the body is not application/json",
-    "429": "rate_limited (see Retry-After)",
+    "429": "rate_limited, or too_many_pending for a critical submission over the agent's max_pending (see Retry-After)",
     "503": "unavailable: a dependency is down; safe to retry",
 }
 
@@ -102,7 +102,7 @@ def document() -> dict:
                             "201": _linked(_json("RequestResource", "Created; a non-critical request is already approved.")),
                             "200": _linked(_json("RequestResource", "An idempotent replay: the existing request.")),
                         },
-                        "400", "409", "413", "415", *_COMMON,
+                        "400", "403", "409", "413", "415", *_COMMON,
                     ),
                 },
                 "get": {

@@ -114,11 +114,19 @@ def authenticate(request: HttpRequest) -> ApiKey:
 def _rate_limit(key: ApiKey) -> None:
     limit = settings.OVERSIGHT_RATE_LIMIT_PER_MINUTE
     now = time.time()
+    minute = int(now // 60)
     try:
-        count = _count_this_minute(f"rl:{key.agent_id}:{int(now // 60)}")
-    except Exception:  # the limiter failing must not stop agents asking
-        log.warning("Rate limiter unavailable; request allowed", exc_info=True)
-        return
+        count = _count_this_minute(f"rl:{key.agent_id}:{minute}")
+    except Exception:
+        # The cache (Redis) is down: count in the database instead, so a limit an
+        # agent could lift by knocking out Redis is no limit. Only if that fails too
+        # is the request let through: the limiter must not stop agents asking.
+        log.warning("Rate limiter cache unavailable; counting in the database", exc_info=True)
+        try:
+            count = _count_in_database(key.agent_id, minute)
+        except DatabaseError:
+            log.warning("Rate limiter unavailable; request allowed", exc_info=True)
+            return
     if count > limit:
         retry_after = max(1, int(60 - now % 60))
         raise ApiError(
@@ -140,6 +148,27 @@ def _count_this_minute(cache_key: str) -> int:
     if cache.add(cache_key, 1, timeout=70):
         return 1
     return cache.incr(cache_key)
+
+
+def _count_in_database(agent_id: int, minute: int) -> int:
+    """Count one request in the agent's one-minute window row (an UPDATE … count + 1,
+    or the INSERT that starts the window). Old windows are dropped as we go."""
+    from django.db import IntegrityError, transaction
+    from django.db.models import F
+
+    from oversight.models import RateWindow
+
+    windows = RateWindow.objects.filter(agent_id=agent_id, minute=minute)
+    with transaction.atomic():
+        if not windows.update(count=F("count") + 1):
+            try:
+                with transaction.atomic():
+                    RateWindow.objects.create(agent_id=agent_id, minute=minute, count=1)
+                RateWindow.objects.filter(agent_id=agent_id, minute__lt=minute - 1).delete()
+                return 1
+            except IntegrityError:  # another request started the window first
+                windows.update(count=F("count") + 1)
+        return windows.values_list("count", flat=True).get()
 
 
 def _read_json(request: HttpRequest):
@@ -405,6 +434,14 @@ def _submit(request: HttpRequest, parsed, header_key: str | None) -> tuple[int, 
         ) from None
     except actions.SubmissionInvalid as invalid:
         raise validation_error(invalid.details) from None
+    except actions.OperationNotAllowed as refused:
+        raise ApiError(403, "forbidden", str(refused)) from None
+    except actions.TooManyPending as full:
+        raise ApiError(
+            429, "too_many_pending",
+            f"This agent already has {full.limit} pending requests; retry in {full.retry_after} s.",
+            headers={"Retry-After": str(full.retry_after)},
+        ) from None
     if not created:
         req = actions.apply_timeout_if_due(req)
     return (201 if created else 200), request_dict(req)
@@ -514,8 +551,12 @@ def _push_metrics(request: HttpRequest, parsed) -> int:
     body = _validated(parsed, schemas.MetricsPush)
     from monitoring.ingest import store_agent_samples
 
+    host = body.host
+    # Samples of an agent with bound hosts are always attributed to its own hosts.
+    if key.agent.hosts and host not in key.agent.hosts:
+        raise validation_error({"host": ["is not one of this agent's bound hosts"]})
     samples = [s.model_dump() | {"at": schemas.sample_time(s.at) if s.at else None} for s in body.samples]
-    return store_agent_samples(key.agent, body.host, samples)
+    return store_agent_samples(key.agent, host, samples)
 
 
 @api_view("GET")
