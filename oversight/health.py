@@ -134,7 +134,8 @@ async def check_all() -> tuple[dict, dict]:
         _blocking_check("broker", _broker),
     )
     results = {name: state for name, state, _ in checks}
-    clock = {"clock": value for name, state, value in checks if name == "database" and state == "ok"}
+    _, database_state, database_clock = checks[0]
+    clock = {"clock": database_clock} if database_state == "ok" else {}
     _cached = (time.monotonic(), (results, clock))
     return results, clock
 
