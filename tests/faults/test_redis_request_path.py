@@ -16,7 +16,7 @@ from oversight.models import OversightRequest, Status
 from oversight.policy import ensure_default_policy
 from oversight.roles import OPERATORS
 from oversight.runner import Supervisor, free_port, start_redis
-from tests.conftest import make_agent, start_stack
+from tests.conftest import allow_short_timeouts, make_agent, start_stack
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -40,7 +40,7 @@ def stack_with_own_redis():
 
 def test_the_request_path_works_from_the_database_while_redis_is_down(stack_with_own_redis):
     stack, redis, folder, port = stack_with_own_redis
-    ensure_default_policy()
+    allow_short_timeouts()
     agent = make_agent("scraper-7")
     api = httpx.Client(base_url=stack.url, headers=agent.headers, timeout=30)
     User.objects.create_user("olivia", password="correct horse battery").groups.add(
@@ -55,8 +55,8 @@ def test_the_request_path_works_from_the_database_while_redis_is_down(stack_with
     time.sleep(1.1)  # past the health cache
     health = httpx.get(stack.url + "/healthz", timeout=10)
     assert health.status_code == 503
-    assert health.json() | {"status": None} == {
-        "status": None, "database": "ok", "channel_layer": "down", "broker": "down"}
+    assert health.json() | {"status": None, "clock": None} == {
+        "status": None, "clock": None, "database": "ok", "channel_layer": "down", "broker": "down"}
 
     # Submissions and reads.
     submitted = api.post("/api/v1/requests", json=CRITICAL)
@@ -95,10 +95,11 @@ def test_the_request_path_works_from_the_database_while_redis_is_down(stack_with
     assert 1.5 <= answer["took"] < 3.5
 
     # A timeout with no worker, no beat and no Redis: the deadline holds on the next read.
-    short = api.post("/api/v1/requests", json=CRITICAL | {"timeout_seconds": 1}).json()
+    short = api.post("/api/v1/requests", json=CRITICAL | {"payload": {"step": "short"}, "timeout_seconds": 1}).json()
     began = time.monotonic()
     decided = api.get(f"/api/v1/requests/{short['id']}?wait=10").json()
-    assert decided["status"] == "approved" and decided["decision"]["source"] == "timeout"
+    assert decided["decision"]["source"] == "timeout", decided["decision"]
+    assert decided["status"] == {"approve": "approved", "reject": "rejected"}[decided["timeout_action"]]
     assert time.monotonic() - began < 2.5
 
     # Redis back on the same port: health recovers without restarting the server.
@@ -111,7 +112,7 @@ def test_the_request_path_works_from_the_database_while_redis_is_down(stack_with
                 break
             time.sleep(0.5)
         assert httpx.get(stack.url + "/healthz", timeout=10).json()["status"] == "ok"
-        assert api.post("/api/v1/requests", json=CRITICAL).status_code == 201
+        assert api.post("/api/v1/requests", json=CRITICAL | {"payload": {"step": "after"}}).status_code == 201
     finally:
         again.stop()
     assert OversightRequest.objects.filter(status=Status.PENDING).count() == 1

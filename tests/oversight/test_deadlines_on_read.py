@@ -28,7 +28,7 @@ def overdue(agent, summary: str) -> OversightRequest:
 
 
 def test_it_counts_an_overdue_request_as_decided_by_the_timeout_on_every_read(
-    client, agent, operator, manager, time_machine_fixture
+    client, agent, operator, manager, short_timeouts, time_machine_fixture
 ):
     readers = {}
 
@@ -91,7 +91,7 @@ def time_machine_fixture():
         yield traveller
 
 
-def test_it_costs_nothing_when_nothing_is_overdue(agent, django_assert_num_queries):
+def test_it_costs_nothing_when_nothing_is_overdue(agent, short_timeouts, django_assert_num_queries):
     overdue(agent, "not yet")
     with django_assert_num_queries(1):
         assert actions.expire_overdue() == 0
