@@ -191,6 +191,8 @@ def _read_json(request: HttpRequest):
         return ApiError(400, "malformed_json", f"The body is not valid JSON: {_short(exc)}")
     if _ESCAPED_SURROGATE.search(body) and _has_lone_surrogate(parsed):
         return validation_error({"body": ["contains an unpaired UTF-16 surrogate (\\ud800–\\udfff)"]})
+    if _ESCAPED_NUL.search(body) and _has_nul_safely(parsed):
+        return validation_error({"body": ["contains a NUL character (\\u0000), which no text field can hold"]})
     return parsed
 
 
@@ -214,6 +216,27 @@ def _finite_float(text: str) -> float:
 # full walk runs only for bodies that contain one (a pair is fine; a lone one is not
 # text and no database stores it).
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+# PostgreSQL stores no NUL in text or jsonb; a JSON string can only carry one escaped.
+_ESCAPED_NUL = re.compile(rb"\\u0000")
+
+
+def _has_nul_safely(value) -> bool:
+    try:
+        return _has_nul(value)
+    except RecursionError:
+        return True  # nested past any sensible depth: refused either way
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _has_lone_surrogate(value) -> bool:
@@ -259,6 +282,8 @@ def _param(request: HttpRequest, name: str) -> str | None:
         raise validation_error({name: ["must be given at most once"]})
     if values[0] == "":
         raise validation_error({name: ["must not be empty"]})
+    if "\x00" in values[0]:
+        raise validation_error({name: ["must not contain a NUL character"]})
     return values[0]
 
 

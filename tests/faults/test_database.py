@@ -23,7 +23,8 @@ from tests.conftest import start_stack
 pytestmark = pytest.mark.live
 
 OUTAGE_SECONDS = float(os.environ.get("OVERSIGHT_FAULT_OUTAGE_SECONDS", "20"))
-CRITICAL = {"operation": "delegate", "summary": "under fault", "metrics": {"delegation_depth": 5}}
+# Routine requests (approved by the policy at once): the agent never reaches its cap on pending ones.
+ROUTINE = {"operation": "delegate", "summary": "under fault", "metrics": {"memory_pressure": 10, "delegation_depth": 0}}
 
 
 def _admin_url() -> str:
@@ -80,7 +81,7 @@ def test_it_answers_503_fast_loses_nothing_and_resumes_at_once(own_database):
         with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
             while not stop.is_set():
                 began = time.monotonic()
-                response = api.post("/api/v1/requests", json=CRITICAL)
+                response = api.post("/api/v1/requests", json=ROUTINE)
                 body = response.json()
                 answers.append((began, response.status_code, time.monotonic() - began,
                                 response.headers.get("Retry-After"), body.get("id")))

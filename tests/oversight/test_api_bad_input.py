@@ -58,6 +58,16 @@ def test_it_refuses_unpaired_surrogates_in_any_string(client, agent, fragment):
     assert not OversightRequest.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "fragment",
+    ['"summary": "a\\u0000b"', '"summary": "s", "payload": {"k": ["\\u0000"]}', '"summary": "s", "payload": {"\\u0000": 1}'],
+)
+def test_it_refuses_a_nul_character_that_no_text_column_stores(client, agent, fragment):
+    assert_400(raw_submit(client, agent, '{"operation": "delegate", ' + fragment + "}"))
+    assert_400(get(client, "/api/v1/requests?operation=a%00b", agent))
+    assert not OversightRequest.objects.exists()
+
+
 def test_it_accepts_a_surrogate_pair_and_a_literal_backslash_u(client, agent):
     body = '{"operation": "delegate", "summary": "smile \\ud83d\\ude00 and \\\\udfff"}'
     response = raw_submit(client, agent, body)
