@@ -178,6 +178,14 @@ def _raise(host, process, rule: Rule, state: State, at: datetime, agent) -> Aler
         raised_at=at,
     )
     send_event_on_commit("alert.raised", {"alert": alert_dict(alert)})
+    if alert.severity == Severity.CRITICAL:
+        from oversight.notifications import schedule_monitoring
+
+        schedule_monitoring(
+            "alert", str(alert.pk), f"[Oversight] Critical memory pressure on {host}",
+            f"Host:      {host}\nProcess:   {process or '-'}\nPressure:  {alert.value:g} % "
+            f"(threshold {alert.threshold:g} %)\nSince:     {iso(alert.started_at)}\n",
+        )
     return alert
 
 
@@ -195,6 +203,15 @@ def acknowledge(alert_id: int, username: str, now: datetime | None = None) -> bo
     return bool(
         Alert.objects.filter(id=alert_id, acknowledged_at__isnull=True).update(
             acknowledged_by=username, acknowledged_at=now
+        )
+    )
+
+
+def mark_false_positive(alert_id: int, username: str, reason: str, now: datetime | None = None) -> bool:
+    """An operator marks an alert a false positive (who, when, why); False when it already was."""
+    return bool(
+        Alert.objects.filter(id=alert_id, false_positive_at__isnull=True).update(
+            false_positive_by=username, false_positive_at=now or timezone.now(), false_positive_reason=reason
         )
     )
 

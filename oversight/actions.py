@@ -23,6 +23,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from oversight import policy as policies
+from oversight import receipts
 from oversight.diffs import json_changes
 from oversight.events import FEED_GROUP, ROUTINE_GROUP, request_group, send_event_on_commit
 from oversight.models import (
@@ -221,6 +222,7 @@ def do_submit(
         callback_url=submission.callback_url,
         idempotency_key=submission.idempotency_key,
         body_digest=digest,
+        payload_sha256=receipts.payload_digest(submission.payload),
     )
     earlier = _recent_reject(agent, req, policy, now)
     if earlier is not None:
@@ -245,10 +247,16 @@ def do_submit(
                     _approve_by_grant(req, grant, now)
             if req.status == Status.PENDING:
                 _check_pending_limit(agent, now)
+            if req.status != Status.PENDING:
+                req.receipt = receipts.decision_receipt(req, now=now)
             req.save(force_insert=True)
             AuditEvent.objects.bulk_create(_submission_events(req, policy, now))
             if req.status == Status.PENDING:
                 _broadcast(req, "request.created")
+                if policy.notify:
+                    from oversight.notifications import schedule_for_request
+
+                    schedule_for_request(req, "created", now=now)
             else:
                 _broadcast(req, "request.decided")
                 _schedule_callback(req)
@@ -368,6 +376,7 @@ def do_decide(
         if won != 1:
             lost_to = req
         else:
+            receipts.attach(req, now=now)
             _decided_event(req).save()
             _broadcast(req, "request.decided")
             _schedule_callback(req)
@@ -442,6 +451,7 @@ def do_approve(
             if not complete:
                 _broadcast(req, "request.updated")
                 return req
+            receipts.attach(req, now=now)
             _decided_event(req).save()
             _broadcast(req, "request.decided")
             _schedule_callback(req)
@@ -559,20 +569,22 @@ def handle_one_escalation(request_id, *, now: datetime) -> bool:
             data={"contacts": req.policy.escalation_contacts},
         )
         _broadcast(req, "request.escalated")
-        if req.policy.escalation_contacts:
-            from oversight.tasks import notify_escalation
+        from oversight.notifications import schedule_for_request
+        from oversight.notify import recipients
 
-            transaction.on_commit(lambda: _enqueue(notify_escalation, str(request_id)))
+        addresses, _ = recipients(req.policy.escalation_contacts or [])
+        schedule_for_request(req, "escalated", extra=addresses, now=now)
     return True
 
 
 def _schedule_callback(req: OversightRequest) -> None:
-    if not req.callback_url:
-        return
-    from oversight.tasks import deliver_callback
+    """The decision's deliveries: the agent's callback and, for a request that waited
+    for people, the decision notice. Outbox rows in this transaction."""
+    from oversight import deliveries, notifications
 
-    request_id = str(req.id)
-    transaction.on_commit(lambda: _enqueue(deliver_callback, request_id))
+    deliveries.schedule_callback(req)
+    if req.critical:
+        notifications.schedule_for_request(req, "decided", now=req.decided_at)
 
 
 def _enqueue(task, *args) -> None:
@@ -602,6 +614,10 @@ def do_change_policy(operation: str, changes: dict, *, by: str, note: str = "", 
     """Write a new version of `operation`'s policy (starting from the current one, or
     from the defaults for a new operation) and audit the change."""
     now = now or timezone.now()
+    if "notify" in changes:  # validated, and credentials sealed (already sealed ones kept)
+        from oversight.notifications import parse_notify
+
+        changes = changes | {"notify": parse_notify(changes["notify"])}
     with transaction.atomic():
         _lock_policy_edits(operation)
         current = Policy.objects.filter(operation=operation, is_current=True).first()
@@ -624,10 +640,24 @@ def do_change_policy(operation: str, changes: dict, *, by: str, note: str = "", 
         AuditEvent.objects.create(
             policy=policy, kind=AuditEvent.Kind.POLICY_CHANGED, at=now, actor=by,
             data={"operation": operation, "version": version,
-                  "changes": {k: [base.get(k), v] for k, v in new_settings.items() if base.get(k) != v},
+                  "changes": _masked_changes(base, new_settings),
                   "note": note},
         )
     return policy
+
+
+def _masked_changes(base: dict, new: dict) -> dict:
+    """A policy change for the audit: notification targets masked (no credentials)."""
+    from oversight.notifications import mask
+
+    changes = {}
+    for key, value in new.items():
+        before = base.get(key)
+        if key == "notify":
+            before, value = [mask(t) for t in before or []], [mask(t) for t in value or []]
+        if before != value:
+            changes[key] = [before, value]
+    return changes
 
 
 # --- Standing approvals (spec §9.7) ----------------------------------------------------

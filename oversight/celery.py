@@ -13,7 +13,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oversight.settings")
 app = Celery("oversight")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # The default queue, and the broadcast every worker consumes (per-host memory collection).
-app.conf.task_queues = (Queue("celery"), Broadcast("monitoring.broadcast"))
+# Deliveries (callbacks, notifications) have their own queue, so a slow receiver never
+# holds up timeouts and sweeps.
+app.conf.task_queues = (Queue("celery"), Queue("deliveries"), Broadcast("monitoring.broadcast"))
+app.conf.task_routes = {
+    "oversight.deliver": {"queue": "deliveries"},
+    "oversight.deliveries_sweep": {"queue": "deliveries"},
+}
 app.autodiscover_tasks(["oversight", "monitoring"])
 
 
@@ -25,6 +31,9 @@ def _schedule(sender, **kwargs) -> None:
     # Each expires after one interval so a backlog never replays stale sweeps.
     sweep = settings.OVERSIGHT_SWEEP_SECONDS
     sender.add_periodic_task(sweep, sender.signature("oversight.sweep", expires=sweep), name="oversight sweep")
+    sender.add_periodic_task(
+        sweep, sender.signature("oversight.deliveries_sweep", expires=sweep), name="oversight deliveries sweep"
+    )
 
     from monitoring.tasks import schedule as monitoring_schedule
 

@@ -104,6 +104,9 @@ class Policy(models.Model):
         default=0, help_text="Longest standing approval an operator may grant (0: never)."
     )
     trusted_agents = models.JSONField(default=list, blank=True)
+    # Notification targets (e-mail, http(s) webhook, Apprise URL); credentials sealed.
+    notify = models.JSONField(default=list, blank=True)
+    remind_every_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no reminders.")
     min_timeout_seconds = models.PositiveIntegerField(default=60)
     required_approvals = models.PositiveSmallIntegerField(default=1)
     # Django group names whose members may decide (empty: every operator).
@@ -113,6 +116,8 @@ class Policy(models.Model):
     note = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=150, blank=True)
+    # How long a receipt fetched later (GET .../receipt) stays valid.
+    receipt_ttl_seconds = models.PositiveIntegerField(default=600)
 
     class Meta:
         verbose_name_plural = "policies"
@@ -137,6 +142,9 @@ class Policy(models.Model):
         "escalate_after",
         "escalation_contacts",
         "trusted_agents",
+        "notify",
+        "remind_every_seconds",
+        "receipt_ttl_seconds",
         "min_timeout_seconds",
         "required_approvals",
         "approver_groups",
@@ -147,6 +155,13 @@ class Policy(models.Model):
 
     def settings_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.SETTING_FIELDS}
+
+    @property
+    def notify_masked(self) -> list[str]:
+        """The notification targets as pages show them: no credentials."""
+        from oversight.notifications import mask
+
+        return [mask(t) for t in self.notify or []]
 
 
 # The reasons operators pick from when rejecting (free text is always allowed); the
@@ -218,6 +233,10 @@ class OversightRequest(models.Model):
     decided_by = models.CharField(max_length=150, blank=True)
     decision_reason = models.TextField(blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
+    # Signed decision receipts (oversight/receipts.py): the digest of the payload as
+    # submitted, and the compact JWS made once at decision time.
+    payload_sha256 = models.CharField(max_length=64, blank=True)
+    receipt = models.TextField(blank=True)
     # An approval with changes: the payload the agent may run (null: as submitted).
     decision_payload = models.JSONField(null=True, blank=True)
     # A note from the operator to the agent, with an approval or a reject.
@@ -289,6 +308,9 @@ class AuditEvent(models.Model):
         CANCELLED = "cancelled"
         CALLBACK_DELIVERED = "callback_delivered"
         CALLBACK_FAILED = "callback_failed"
+        NOTIFICATION_DELIVERED = "notification_delivered"
+        NOTIFICATION_FAILED = "notification_failed"
+        NOTIFICATION_SKIPPED = "notification_skipped"
         POLICY_CHANGED = "policy_changed"
         APPROVED = "approved"
         GRANT_CREATED = "grant_created"
@@ -337,6 +359,70 @@ class MonthlyReview(models.Model):
 
     def __str__(self) -> str:
         return f"review {self.month}"
+
+
+class Delivery(models.Model):
+    """The outbox: one row per callback or notification, written in the transaction of
+    the decision or event that causes it, then sent (at least once) by workers that
+    claim it with a lease. Its id is the `X-Oversight-Delivery` header of every attempt."""
+
+    class Kind(models.TextChoices):
+        CALLBACK = "callback"
+        NOTIFICATION = "notification"
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    key = models.CharField(max_length=300, unique=True, help_text="One delivery per key, whoever schedules it.")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    request = models.ForeignKey(
+        OversightRequest, on_delete=models.CASCADE, null=True, blank=True, related_name="deliveries"
+    )
+    target = models.TextField(help_text="Where to: a URL or an address (credentials sealed).")
+    event = models.CharField(max_length=30, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        indexes = [
+            # The sweep: pending rows by when they are due.
+            models.Index(fields=["state", "next_attempt_at"], name="delivery_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} ({self.state})"
+
+
+class SigningKey(models.Model):
+    """An Ed25519 key that signs decision receipts; the private half encrypted with SECRET_KEY.
+
+    A key is published in the JWKS from `created_at` and signs from `signs_from`, so
+    verifiers can fetch it before its first receipt; it stays published until the
+    receipts it signed have expired (oversight/receipts.py).
+    """
+
+    kid = models.CharField(max_length=64, unique=True)
+    generation = models.PositiveIntegerField(unique=True)
+    private_key = models.TextField(help_text="The PEM private key, encrypted with SECRET_KEY.")
+    public_jwk = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    signs_from = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["generation"]
+
+    def __str__(self) -> str:
+        return f"signing key {self.kid}"
 
 
 class RateWindow(models.Model):

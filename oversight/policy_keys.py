@@ -95,6 +95,19 @@ def _missing_groups(names: list[str]) -> list[str]:
     return [n for n in names if n not in known]
 
 
+def _notify(text: str) -> list[str]:
+    """Notification targets (comma or newline separated; empty: none), stored sealed."""
+    from oversight.notifications import parse_notify
+
+    return parse_notify(text)
+
+
+def _remind_every(text: str) -> int | None:
+    from oversight.notifications import parse_remind_every
+
+    return parse_remind_every(text)
+
+
 KEYS: dict[str, Callable[[str], object]] = {
     "memory_pressure": _optional(_number(0, 100, whole=False)),
     "delegation_depth": _optional(_number(0, 10**9, whole=True)),
@@ -108,9 +121,12 @@ KEYS: dict[str, Callable[[str], object]] = {
     "required_approvals": _number(1, MAX_APPROVALS, whole=True),
     "reject_cooldown_seconds": _number(0, MAX_TIMEOUT_SECONDS, whole=True),
     "max_standing_seconds": _number(0, MAX_TIMEOUT_SECONDS, whole=True),
+    "receipt_ttl_seconds": _number(60, 86400, whole=True),
     "approver_groups": _names(GROUP_NAME_RE, "group", exists=_missing_groups),
     "trusted_agents": _names(AGENT_NAME_RE, "agent name"),
     "escalation_contacts": _names(CONTACT_RE, "contact"),
+    "notify": _notify,
+    "remind_every_seconds": _optional(_remind_every),
 }
 
 

@@ -28,6 +28,7 @@ def decision_dict(req: OversightRequest) -> dict | None:
         "reason": req.decision_reason,
         "decided_at": iso(req.decided_at),
         "note": req.decision_note,
+        "receipt": req.receipt or None,
     } | ({"payload": req.decision_payload} if req.decision_payload is not None else {})
 
 
@@ -49,6 +50,7 @@ def request_dict(req: OversightRequest) -> dict:
         "operation": req.operation,
         "summary": req.summary,
         "payload": req.payload,
+        "payload_sha256": req.payload_sha256 or None,
         "metrics": req.metrics,
         "status": req.status,
         "critical": req.critical,

@@ -7,8 +7,10 @@ ASGI app, a Celery worker and beat — on the test database and the suite's Redi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -144,7 +146,31 @@ class Stack:
         return "\n".join(out)
 
 
+# Stacks started in this session (their workers and beats share the test database).
+RUNNING_STACKS: list[Stack] = []
+
+
+@contextlib.contextmanager
+def other_workers_paused():
+    """Pause (SIGSTOP, by the pids this session recorded) the workers and beats of the
+    session's stacks, so a test's own worker is the only one sending deliveries from the
+    shared test database; resume them (SIGCONT) after."""
+    groups = [child.process.pid for stack in RUNNING_STACKS for child in stack.supervisor.children
+              if child.name in ("worker", "beat") and child.process.poll() is None]
+    for pid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGCONT)
+
+
 def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True, extra_env: dict | None = None) -> Stack:
+    from django.conf import settings
+
     from oversight.runner import Supervisor, beat_argv, free_port, wait_for_port, web_argv, worker_argv
 
     logs = Path(tempfile.mkdtemp(prefix="oversight-stack-"))
@@ -153,7 +179,8 @@ def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True,
         "DATABASE_URL": live_database_url(),
         "PORT": str(port),
         "OVERSIGHT_VAR_DIR": str(logs),
-        "SECRET_KEY": "test-secret-key-for-live-servers",
+        # The test process's own: it decides too, and signs receipts with the same key.
+        "SECRET_KEY": settings.SECRET_KEY,
         "DATABASE_POOL_MIN": "0",
         "DATABASE_POOL_MAX": "8",
         "PYTHONUNBUFFERED": "1",
@@ -166,6 +193,7 @@ def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True,
     if beat:
         supervisor.start("beat", beat_argv(logs), env=env, log=logs / "beat.log")
     stack = Stack(f"http://127.0.0.1:{port}", env, logs, supervisor)
+    RUNNING_STACKS.append(stack)
     try:
         wait_for_port(port, what="uvicorn", timeout=60)
         stack.wait_healthy()

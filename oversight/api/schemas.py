@@ -129,6 +129,12 @@ class SubmitRequest(BaseModel):
             raise ValueError("callback_url is not a valid URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("callback_url must be an http(s) URL")
+        from oversight.netsafe import Refused, ascii_host
+
+        try:
+            ascii_host(parts.hostname)
+        except Refused:
+            raise ValueError("callback_url has an invalid host name") from None
         return value
 
 
@@ -249,6 +255,8 @@ class Decision(BaseModel):
         default=None,
         description="Present only when an operator approved with changes: the payload the agent may run instead.",
     )
+    receipt: str | None = Field(None, description="Signed decision receipt: a compact JWS (EdDSA), "
+                                "verifiable with the keys at /api/v1/keys.")
 
 
 class Approval(BaseModel):
@@ -267,6 +275,7 @@ class RequestResource(BaseModel):
     operation: str
     summary: str
     payload: dict[str, Any]
+    payload_sha256: str | None = Field(None, description="Hex SHA-256 of the payload's canonical JSON (RFC 8785).")
     metrics: dict[str, Any]
     status: Literal["pending", "approved", "rejected", "cancelled"]
     critical: bool
@@ -289,6 +298,23 @@ class RequestResource(BaseModel):
 class RequestList(BaseModel):
     results: list[RequestResource]
     next_cursor: str | None
+
+
+class ReceiptResponse(BaseModel):
+    receipt: str = Field(description="A fresh compact JWS of the final decision.")
+
+
+class Jwk(BaseModel):
+    kty: Literal["OKP"]
+    crv: Literal["Ed25519"]
+    x: str
+    kid: str
+    alg: Literal["EdDSA"]
+    use: Literal["sig"]
+
+
+class Jwks(BaseModel):
+    keys: list[Jwk]
 
 
 class MetricsAccepted(BaseModel):

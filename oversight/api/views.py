@@ -30,7 +30,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from pydantic import ValidationError
 
-from oversight import actions
+from oversight import actions, receipts
 from oversight.api import schemas
 from oversight.api.errors import (
     ApiError,
@@ -171,8 +171,11 @@ def _count_in_database(agent_id: int, minute: int) -> int:
         return windows.values_list("count", flat=True).get()
 
 
-def _read_json(request: HttpRequest):
-    """The parsed body, or the ApiError that describes what is wrong with it."""
+def _read_json(request: HttpRequest, *, strict: bool = False):
+    """The parsed body, or the ApiError that describes what is wrong with it.
+
+    `strict`: a duplicate member name is an error too (a submission's payload is signed
+    over by digest, so it must mean one thing)."""
     content_type = request.content_type or ""
     if content_type != "application/json":
         return ApiError(415, "unsupported_media_type", "Send the body as application/json.")
@@ -186,7 +189,12 @@ def _read_json(request: HttpRequest):
     if len(body) > schemas.MAX_BODY_BYTES:
         return _too_large()
     try:
-        parsed = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+        hook = receipts.no_duplicate_keys if strict else None
+        parsed = json.loads(
+            body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=hook
+        )
+    except receipts.DuplicateKey as exc:
+        return validation_error({"body": [f"{exc}: every member name must be unique"]})
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return ApiError(400, "malformed_json", f"The body is not valid JSON: {_short(exc)}")
     if _ESCAPED_SURROGATE.search(body) and _has_lone_surrogate(parsed):
@@ -417,7 +425,7 @@ async def requests_collection(request: HttpRequest):
 
 
 async def submit(request: HttpRequest):
-    parsed = _read_json(request)
+    parsed = _read_json(request, strict=True)
     header_key = request.headers.get("Idempotency-Key")
     wait = _wait_seconds(request)
     status, resource = await _in_thread(_submit, request, parsed, header_key)
@@ -430,6 +438,8 @@ def _submit(request: HttpRequest, parsed, header_key: str | None) -> tuple[int, 
     body = _validated(parsed, schemas.SubmitRequest)
     if body.payload is not None and _json_size(body.payload) > schemas.MAX_PAYLOAD_BYTES:
         raise ApiError(413, "payload_too_large", f"payload is over {schemas.MAX_PAYLOAD_BYTES // 1024} KiB serialized.")
+    if unsafe := receipts.unsafe_integers(body.payload):
+        raise validation_error({path: ["integers must be within ±2^53 (send larger ones as strings)"] for path in unsafe})
     idempotency_key = body.idempotency_key
     if header_key is not None:
         if idempotency_key is not None and idempotency_key != header_key:
@@ -554,6 +564,27 @@ def _cancel(request: HttpRequest, request_id) -> dict:
     except actions.AlreadyDecided as lost:
         raise already_decided(lost.request) from None
     return request_dict(req)
+
+
+@api_view("GET")
+async def receipt(request: HttpRequest, request_id):
+    return JsonResponse(await _in_thread(_receipt, request, request_id))
+
+
+def _receipt(request: HttpRequest, request_id) -> dict:
+    key = authenticate(request)
+    req = _get_for_agent(key, request_id)
+    if req.status == Status.PENDING:
+        raise ApiError(409, "not_decided", "The request is still pending: there is no decision to sign yet.")
+    return {"receipt": receipts.fresh_receipt(req)}
+
+
+@api_view("GET")
+async def keys(request: HttpRequest):
+    """The public keys that verify receipts, as a JWKS. No authentication."""
+    response = JsonResponse({"keys": await _in_thread(receipts.published_keys)})
+    response["Cache-Control"] = "public, max-age=60"
+    return response
 
 
 def already_decided(req: OversightRequest) -> ApiError:

@@ -106,7 +106,7 @@ def test_openapi_describes_every_endpoint_from_the_validating_models(client):
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {
         "/api/v1/requests", "/api/v1/requests/{id}", "/api/v1/requests/{id}/cancel", "/api/v1/metrics",
-        "/api/v1/openapi.json",
+        "/api/v1/openapi.json", "/api/v1/requests/{id}/receipt", "/api/v1/keys",
     }
     submit_schema = doc["components"]["schemas"]["SubmitRequest"]
     assert submit_schema["properties"]["operation"]["pattern"] == "^[a-z0-9][a-z0-9_.-]{0,63}$"
