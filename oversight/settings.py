@@ -154,9 +154,11 @@ if REDIS_URL:
             },
         }
     }
+    # Same Redis database as the broker: its clear() deletes only keys under its
+    # prefix, never FLUSHDB (oversight/cache.py).
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "oversight.cache.PrefixedRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "oversight",
         }
