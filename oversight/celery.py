@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 from kombu.common import Broadcast
 
@@ -39,3 +39,14 @@ def _schedule(sender, **kwargs) -> None:
 def ping() -> str:
     """A trivial task: proves a worker is listening (used by checks and tests)."""
     return "pong"
+
+
+@signals.beat_init.connect
+def _start_deadline_loop(sender=None, **kwargs) -> None:
+    """Beat also runs the deadline loop: each timeout applied when due, even with Redis down."""
+    from django.conf import settings
+
+    if settings.OVERSIGHT_DEADLINE_LOOP:
+        from oversight import deadlines
+
+        deadlines.start(settings.OVERSIGHT_DEADLINE_POLL_SECONDS)

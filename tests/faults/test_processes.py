@@ -277,6 +277,9 @@ def test_it_loses_nothing_acknowledged_while_redis_is_down_for_20_seconds(fault_
     assert _decisions(acknowledged) == Counter({i: 1 for i in acknowledged})
     late = _lateness(critical)
     delayed = sum(1 for lateness in late if lateness > 2.0)
+    # Timeouts kept applying from the database while Redis was down (beat's deadline
+    # loop), not 20 s late when the broker came back. A bound for "working", not a speed.
+    assert late[-1] < 5.0, _summary(late)
     print(
         f"\n[faults] Redis down 20 s under traffic: {len(sent)} submissions ({dict(codes)}), "
         f"{sum(1 for s, _ in during if s == 201)} of them acknowledged during the outage; lost 0; "
