@@ -94,7 +94,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pending", type=int, default=10_000)
     parser.add_argument("--small", type=int, default=2_000)
-    parser.add_argument("--spread", type=float, default=30.0)
+    parser.add_argument("--spread", type=float, default=100.0)
     parser.add_argument("--polls", type=int, default=100)
     args = parser.parse_args()
 
@@ -132,7 +132,7 @@ def main() -> int:
         step = max(1, len(ids) // args.polls)
         sample = [(rid, deadlines[rid].timestamp()) for rid in sorted(deadlines)[::step][: args.polls]]
         arrivals = asyncio.run(long_polls(url, key, sample))
-        wait_decided(ids, 60)
+        wait_decided(ids, 90)
         lateness, pending = lateness_ms(ids)
         rows.append(line(f"deadline loop, {args.pending:,} pending: decided_at − deadline", lateness, pending))
         rows.append(line(f"deadline loop: long-poll answer − deadline ({len(sample)} agents)", arrivals))

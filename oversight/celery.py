@@ -24,6 +24,11 @@ def _schedule(sender, **kwargs) -> None:
     # Beat fires these; every worker may run them: claims are conditional UPDATEs.
     # Each expires after one interval so a backlog never replays stale sweeps.
     sweep = settings.OVERSIGHT_SWEEP_SECONDS
+    if settings.OVERSIGHT_DEADLINE_LOOP:
+        # Beat's own deadline loop applies timeouts as they fall due; the sweep through
+        # the broker stays as a slow backstop. Every second, it only fought the loop
+        # for the same rows (and SQLite's write lock) under a burst of deadlines.
+        sweep = max(sweep, 30.0)
     sender.add_periodic_task(sweep, sender.signature("oversight.sweep", expires=sweep), name="oversight sweep")
 
     from monitoring.tasks import schedule as monitoring_schedule

@@ -36,14 +36,29 @@ def next_due() -> datetime | None:
     return min(due) if due else None
 
 
-def handle_one_tick(*, now: datetime | None = None) -> int:
-    """Apply every timeout and escalation due at `now`; returns how many this call applied."""
-    now = now or timezone.now()
+def handle_one_tick(*, batch: int = 200) -> int:
+    """Apply every timeout and escalation due now; returns how many this call applied.
+
+    Each timeout is stamped with the time it is actually applied (not the time the
+    tick began), so `decided_at − deadline` is the true lateness even in a burst.
+    """
     applied = 0
     while True:
-        batch = actions.expire_due(now=now) + actions.escalate_due(now=now)
-        applied += batch
-        if batch == 0:
+        now = timezone.now()
+        due = list(
+            OversightRequest.objects.filter(status=Status.PENDING, deadline__lte=now)
+            .order_by("deadline")
+            .values_list("id", "timeout_action")[:batch]
+        )
+        for request_id, action in due:
+            try:
+                actions.apply_timeout(request_id, action, now=timezone.now())
+                applied += 1
+            except actions.AlreadyDecided:
+                pass  # a lazy read, an operator or another loop got there first
+        escalated = actions.escalate_due(now=timezone.now(), batch=batch)
+        applied += escalated
+        if len(due) < batch and escalated < batch:
             return applied
 
 
