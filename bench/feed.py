@@ -92,12 +92,13 @@ class Sockets:
     def __init__(self):
         self.received: dict[str, list[float]] = {}
         self.sent_at: dict[str, float] = {}
+        self.resyncs = 0  # snapshots sent to a socket that fell behind
         self.tasks = []
 
-    async def open(self, url: str, cookie: str, count: int) -> None:
+    async def open(self, url: str, cookie: str, count: int, query: str = "") -> None:
         import websockets
 
-        ws_url = url.replace("http://", "ws://") + "/ws/feed/"
+        ws_url = url.replace("http://", "ws://") + "/ws/feed/" + (f"?{query}" if query else "")
         ready = []
         for _ in range(count):
             socket = await websockets.connect(ws_url, origin=url, additional_headers={"Cookie": cookie},
@@ -113,10 +114,16 @@ class Sockets:
             # The agents' load floods every socket with request.decided; the type is the
             # first key, so those are skipped without parsing (the client is not what we measure).
             head = text[:40]
-            if '"request.created"' not in head and '"bench.fanout"' not in head:
+            if '"request.created"' not in head and '"bench.fanout"' not in head and '"snapshot"' not in head:
                 continue
             event = json.loads(text)
-            if event["type"] == "bench.fanout":
+            if event["type"] == "snapshot":
+                # A socket that fell behind is sent the state instead of the events it
+                # missed: what it holds counts as received (late), not lost.
+                self.resyncs += 1
+                for pending in event["pending"]:
+                    self.received.setdefault(pending["id"], []).append(now)
+            elif event["type"] == "bench.fanout":
                 self.received.setdefault(event["bench_id"], []).append(now)
                 self.sent_at[event["bench_id"]] = event["t0"]
             else:
@@ -157,11 +164,11 @@ def agent_load(url: str, key: str, clients: int, rate: float) -> None:
     threads[0].join()
 
 
-async def measure(url: str, key: str, cookie: str, clients: int, rounds: int, stamps: Path) -> dict:
+async def measure(url: str, key: str, cookie: str, clients: int, rounds: int, stamps: Path, query: str) -> dict:
     import httpx
 
     sockets = Sockets()
-    await sockets.open(url, cookie, clients)
+    await sockets.open(url, cookie, clients, query)
     real, bare, lost = [], [], {"real": 0, "bare": 0}
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
         sample = None
@@ -172,7 +179,7 @@ async def measure(url: str, key: str, cookie: str, clients: int, rounds: int, st
             sample = answer.json()
             await sockets.wait_for(sample["id"], clients)
             got = sockets.received.get(sample["id"], [])
-            lost["real"] += clients - len(got)
+            lost["real"] += max(0, clients - len(got))
             committed = _stamp(stamps, sample["id"])
             real += [t - committed for t in got]
             # The baseline: a bare group_send of a message of the same size.
@@ -180,11 +187,11 @@ async def measure(url: str, key: str, cookie: str, clients: int, rounds: int, st
             await http.post("/bench/fanout", json={"bench_id": bench_id, "request": sample})
             await sockets.wait_for(bench_id, clients)
             got = sockets.received.get(bench_id, [])
-            lost["bare"] += clients - len(got)
+            lost["bare"] += max(0, clients - len(got))
             bare += [t - sockets.sent_at.get(bench_id, 0) for t in got]
             await asyncio.sleep(0.05)
     await sockets.close()
-    return {"real": real, "bare": bare, "lost": lost}
+    return {"real": real, "bare": bare, "lost": lost, "resyncs": sockets.resyncs}
 
 
 def _stamp(stamps: Path, request_id: str) -> float:
@@ -217,7 +224,7 @@ def run_layer(name: str, env: dict, workers: int, args, work: Path, key: str) ->
             supervisor.start("agents", [sys.executable, __file__, "--agent-load", url, key, str(args.agents),
                                         str(args.agent_rate)], env=env, log=work / "agents.log")
         for clients in [int(c) for c in args.clients.split(",")]:
-            result = asyncio.run(measure(url, key, cookie, clients, args.rounds, stamps))
+            result = asyncio.run(measure(url, key, cookie, clients, args.rounds, stamps, args.feed_query))
             rows.append((name, workers, clients, result))
     finally:
         supervisor.stop()
@@ -243,6 +250,8 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=8, help="agents submitting in the background")
     parser.add_argument("--agent-rate", type=float, default=0, help="submissions per second per agent (0: back to back)")
     parser.add_argument("--layers", default="memory,redis")
+    parser.add_argument("--feed-query", default="routine=0",
+                        help="query string of each socket: the pages' (default) or '' for every event, as a raw client")
     parser.add_argument("--agent-load", nargs=4, metavar=("URL", "KEY", "AGENTS", "RATE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.agent_load:
@@ -279,17 +288,17 @@ def main() -> int:
 def report(rows: list[tuple], args) -> None:
     pace = f"{args.agent_rate:g}/s each" if args.agent_rate else "back to back"
     print(f"\nLive feed fan-out, {args.agents} agents submitting meanwhile ({pace}), "
-          f"{args.rounds} messages of each kind per row")
+          f"{args.rounds} messages of each kind per row, sockets opened with ?{args.feed_query}")
     print("latency: commit → each socket (request.created)  vs  bare group_send → each socket, same size\n")
     print(f"{'layer':>10} {'workers':>7} {'sockets':>7} | {'bare p50':>8} {'p99':>7} | {'feed p50':>8} {'p99':>7} | "
-          f"{'ratio p50':>9} {'p99':>5} | lost")
+          f"{'ratio p50':>9} {'p99':>5} | lost | resyncs")
     print("-" * 96)
     for name, workers, clients, result in rows:
         b50, b99 = percentile(result["bare"], 50) * 1e3, percentile(result["bare"], 99) * 1e3
         r50, r99 = percentile(result["real"], 50) * 1e3, percentile(result["real"], 99) * 1e3
         lost = result["lost"]["real"] + result["lost"]["bare"]
         print(f"{name:>10} {workers:>7} {clients:>7} | {b50:>7.1f}ms {b99:>5.1f}ms | {r50:>7.1f}ms {r99:>5.1f}ms | "
-              f"{r50 / b50:>9.2f} {r99 / b99:>5.2f} | {lost}")
+              f"{r50 / b50:>9.2f} {r99 / b99:>5.2f} | {lost:>4} | {result['resyncs']}")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
-"""GET /metrics: Prometheus text, computed from the database at scrape time.
+"""GET /metrics: Prometheus text, from the database at scrape time — incrementally.
 
 Every web process answers the same figures, whichever one the scraper reaches,
 because nothing is counted in process memory: requests, decisions and audit rows
 are the counters (they are never deleted), the latest samples are the gauges, and
-samples ingested are counted in the shared cache (Redis).
+samples ingested are counted in the shared cache (Redis). A scrape never aggregates
+the whole table: the counters up to a trailing watermark are folded once into a
+checkpoint row (`counted_figures`), and each scrape adds only the rows since.
 """
 
 from __future__ import annotations
 
 import hmac
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -20,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from monitoring.ingest import ingested
-from monitoring.models import Alert, HostSample, LeakFinding
+from monitoring.models import Alert, HostSample, LeakFinding, MetricsCheckpoint
 from oversight.models import AuditEvent, OversightRequest, Status
 
 BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
@@ -37,46 +40,115 @@ class DatabaseCollector:
 
 def request_metrics():
     pending = GaugeMetricFamily("oversight_pending_requests", "Requests waiting for a decision.")
+    # Counted on the partial index of pending deadlines: as cheap as the queue is short.
     pending.add_metric([], OversightRequest.objects.filter(status=Status.PENDING).count())
     yield pending
-    decided = OversightRequest.objects.exclude(status=Status.PENDING)
+    figures = counted_figures(timezone.now())
     decisions = CounterMetricFamily("oversight_decisions", "Final decisions.", labels=["source", "outcome"])
     timeouts = CounterMetricFamily("oversight_timeouts", "Requests decided by their timeout.")
     timed_out = 0
-    for row in decided.values("decision_source", "status").annotate(n=Count("id")).order_by():
-        decisions.add_metric([row["decision_source"], row["status"]], row["n"])
-        timed_out += row["n"] if row["decision_source"] == "timeout" else 0
+    for label, n in sorted(figures["decisions"].items()):
+        source, outcome = label.split("/")
+        decisions.add_metric([source, outcome], n)
+        timed_out += n if source == "timeout" else 0
     timeouts.add_metric([], timed_out)
     yield decisions
     yield timeouts
-    yield time_to_decision(decided)
-    escalations = CounterMetricFamily("oversight_escalations", "Requests escalated to their contacts.")
-    escalations.add_metric([], OversightRequest.objects.filter(escalated_at__isnull=False).count())
-    yield escalations
-    failures = CounterMetricFamily("oversight_callback_failures", "Callback deliveries that failed.")
-    failures.add_metric([], AuditEvent.objects.filter(kind=AuditEvent.Kind.CALLBACK_FAILED).count())
-    yield failures
-
-
-def time_to_decision(decided):
     histogram = HistogramMetricFamily(
         "oversight_time_to_decision_seconds", "From submission to the final decision.", labels=["source"]
     )
+    for source, row in sorted(figures["took"].items()):
+        counts = [(str(float(b)), n) for b, n in zip(BUCKETS, row["buckets"], strict=True)] + [("+Inf", row["n"])]
+        histogram.add_metric([source], counts, row["seconds"])
+    yield histogram
+    escalations = CounterMetricFamily("oversight_escalations", "Requests escalated to their contacts.")
+    escalations.add_metric([], figures["escalations"])
+    yield escalations
+    failures = CounterMetricFamily("oversight_callback_failures", "Callback deliveries that failed.")
+    failures.add_metric([], figures["callback_failures"])
+    yield failures
+
+
+# --- Counters folded incrementally --------------------------------------------------------
+
+# Longer than any transaction that decides, escalates or audits: a row is never
+# committed behind the watermark. Folding waits for at least STEP of new history.
+FOLD_MARGIN = timedelta(minutes=5)
+FOLD_STEP = timedelta(minutes=1)
+BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def counted_figures(now: datetime) -> dict:
+    """Every counter /metrics reports: the checkpoint's, plus what happened since its watermark."""
+    checkpoint = _checkpoint()
+    target = now - FOLD_MARGIN
+    if target - checkpoint.watermark >= FOLD_STEP:
+        folded = add_figures(checkpoint.figures, period_figures(checkpoint.watermark, target))
+        claim = MetricsCheckpoint.objects.filter(id=checkpoint.id, watermark=checkpoint.watermark)
+        if claim.update(watermark=target, figures=folded) == 1:
+            checkpoint.watermark, checkpoint.figures = target, folded
+        else:  # another scrape folded first: take its result
+            checkpoint.refresh_from_db()
+    return add_figures(checkpoint.figures, period_figures(checkpoint.watermark, None))
+
+
+def _checkpoint() -> MetricsCheckpoint:
+    checkpoint = MetricsCheckpoint.objects.order_by("id").first()
+    if checkpoint is None:
+        with transaction.atomic():
+            checkpoint, _ = MetricsCheckpoint.objects.get_or_create(
+                id=1, defaults={"watermark": BEGINNING, "figures": empty_figures()}
+            )
+    return checkpoint
+
+
+def empty_figures() -> dict:
+    return {"decisions": {}, "took": {}, "escalations": 0, "callback_failures": 0}
+
+
+def period_figures(start: datetime, end: datetime | None) -> dict:
+    """The counters over rows stamped in [start, end) (end None: up to now and beyond):
+    each query is a range on an index of its time column."""
+
+    def within(field: str) -> dict:
+        return {f"{field}__gte": start} | ({f"{field}__lt": end} if end is not None else {})
+
+    decided = OversightRequest.objects.exclude(status=Status.PENDING).filter(**within("decided_at"))
+    figures = empty_figures()
+    for row in decided.values("decision_source", "status").annotate(n=Count("id")).order_by():
+        figures["decisions"][f"{row['decision_source']}/{row['status']}"] = row["n"]
     took = ExpressionWrapper(F("decided_at") - F("created_at"), output_field=DurationField())
     buckets = {f"le_{b}": Count("id", filter=Q(took__lte=timedelta(seconds=b))) for b in BUCKETS}
-    rows = (
-        decided.filter(decided_at__isnull=False)
-        .annotate(took=took)
-        .values("decision_source")
-        .annotate(n=Count("id"), total=Sum("took"), **buckets)
-        .order_by()
-    )
-    for row in rows:
-        counts = [(str(float(b)), row[f"le_{b}"]) for b in BUCKETS] + [("+Inf", row["n"])]
+    rows = decided.annotate(took=took).values("decision_source").annotate(n=Count("id"), total=Sum("took"), **buckets)
+    for row in rows.order_by():
         total = row["total"]
         seconds = total.total_seconds() if isinstance(total, timedelta) else (total or 0) / 1e6
-        histogram.add_metric([row["decision_source"]], counts, seconds)
-    return histogram
+        figures["took"][row["decision_source"]] = {
+            "n": row["n"], "seconds": seconds, "buckets": [row[f"le_{b}"] for b in BUCKETS]
+        }
+    figures["escalations"] = OversightRequest.objects.filter(**within("escalated_at")).count()
+    failed = AuditEvent.objects.filter(kind=AuditEvent.Kind.CALLBACK_FAILED, **within("at"))
+    figures["callback_failures"] = failed.count()
+    return figures
+
+
+def add_figures(a: dict, b: dict) -> dict:
+    took = {}
+    for source in a["took"].keys() | b["took"].keys():
+        x = a["took"].get(source, {"n": 0, "seconds": 0.0, "buckets": [0] * len(BUCKETS)})
+        y = b["took"].get(source, {"n": 0, "seconds": 0.0, "buckets": [0] * len(BUCKETS)})
+        took[source] = {
+            "n": x["n"] + y["n"],
+            "seconds": x["seconds"] + y["seconds"],
+            "buckets": [p + q for p, q in zip(x["buckets"], y["buckets"], strict=True)],
+        }
+    decisions = {k: a["decisions"].get(k, 0) + b["decisions"].get(k, 0) for k in a["decisions"].keys() | b["decisions"].keys()}
+    return {
+        "decisions": decisions,
+        "took": took,
+        "escalations": a["escalations"] + b["escalations"],
+        "callback_failures": a["callback_failures"] + b["callback_failures"],
+    }
 
 
 def latest_host_samples(now) -> list[HostSample]:

@@ -180,3 +180,17 @@ class LeakFinding(models.Model):
 
     def __str__(self) -> str:
         return f"leak {self.process or self.pid} on {self.host}"
+
+
+class MetricsCheckpoint(models.Model):
+    """The /metrics counters over every request decided before `watermark`, folded once.
+
+    A scrape adds to these only what was decided (or escalated, or failed) since the
+    watermark — a short index range — instead of aggregating every request ever made.
+    The watermark trails the clock by a margin longer than any transaction that writes
+    those rows, so a row committed late still lands after it. One row; it moves by a
+    conditional UPDATE, so two scrapers folding at once count nothing twice.
+    """
+
+    watermark = models.DateTimeField()
+    figures = models.JSONField(default=dict)

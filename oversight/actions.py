@@ -14,16 +14,29 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from oversight import policy as policies
-from oversight.events import FEED_GROUP, request_group, send_event_on_commit
-from oversight.models import Agent, ApiKey, AuditEvent, OversightRequest, Policy, Source, Status, TimeoutAction
-from oversight.serializers import request_dict
+from oversight.diffs import json_changes
+from oversight.events import FEED_GROUP, ROUTINE_GROUP, request_group, send_event_on_commit
+from oversight.models import (
+    Agent,
+    ApiKey,
+    AuditEvent,
+    OversightRequest,
+    Policy,
+    Source,
+    StandingGrant,
+    Status,
+    TimeoutAction,
+)
+from oversight.serializers import canonical_digest, grant_dict, iso, request_dict
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +94,17 @@ def _load(request_id) -> OversightRequest:
 def _broadcast(req: OversightRequest, event_type: str) -> None:
     """To the browsers' feed; decisions also to agents long-polling this request.
 
-    Routine approvals by the policy (the bulk of the traffic, never queued) go to the
-    feed unless OVERSIGHT_FEED_POLICY_DECISIONS is off: every browser gets every
-    event, so at hundreds of sockets they dominate the fan-out.
+    Routine approvals by the policy (the bulk of the traffic, never queued) go only to
+    the sockets that asked for them (ROUTINE_GROUP), and nowhere when
+    OVERSIGHT_FEED_POLICY_DECISIONS is off: at hundreds of sockets they would dominate
+    the fan-out, and no operator's queue shows them.
     """
     if event_type != "request.decided":
         groups = (FEED_GROUP,)
     elif req.decision_source == Source.POLICY:
         if not settings.OVERSIGHT_FEED_POLICY_DECISIONS:
             return
-        groups = (FEED_GROUP,)  # nobody long-polls a request decided at submission
+        groups = (ROUTINE_GROUP,)  # nobody long-polls a request decided at submission
     else:
         groups = (FEED_GROUP, request_group(req.id))
     send_event_on_commit(event_type, {"request": request_dict(req)}, groups=groups)
@@ -162,9 +176,14 @@ def do_submit(
 
     try:
         with transaction.atomic():
+            if evaluation.critical:
+                # Taken in this transaction: were the insert rolled back, so is the use.
+                grant = use_standing_grant(agent, submission.operation, policy, evaluation.triggers, req.payload)
+                if grant is not None:
+                    _approve_by_grant(req, grant, now)
             req.save(force_insert=True)
             AuditEvent.objects.bulk_create(_submission_events(req, policy, now))
-            if evaluation.critical:
+            if req.status == Status.PENDING:
                 _broadcast(req, "request.created")
             else:
                 _broadcast(req, "request.decided")
@@ -195,7 +214,7 @@ def _submission_events(req: OversightRequest, policy: Policy, now: datetime) -> 
                    data={"policy": str(policy), "critical": req.critical, "trusted_bypass": req.trusted_bypass,
                          "fired": req.fired_rules}),
     ]
-    if not req.critical:
+    if req.status != Status.PENDING:
         events.append(_decided_event(req))
     return events
 
@@ -203,13 +222,12 @@ def _submission_events(req: OversightRequest, policy: Policy, now: datetime) -> 
 def _decided_event(req: OversightRequest) -> AuditEvent:
     kind = AuditEvent.Kind.CANCELLED if req.status == Status.CANCELLED else AuditEvent.Kind.DECIDED
     actor = req.decided_by or req.decision_source
-    return AuditEvent(
-        request=req,
-        kind=kind,
-        at=req.decided_at,
-        actor=actor,
-        data={"outcome": req.status, "source": req.decision_source, "reason": req.decision_reason},
-    )
+    data = {"outcome": req.status, "source": req.decision_source, "reason": req.decision_reason}
+    if req.decision_note:
+        data["note"] = req.decision_note
+    if req.decision_payload is not None:
+        data["payload_changes"] = json_changes(req.payload, req.decision_payload)
+    return AuditEvent(request=req, kind=kind, at=req.decided_at, actor=actor, data=data)
 
 
 def do_decide(
@@ -219,14 +237,24 @@ def do_decide(
     source: str,
     by: str = "",
     reason: str = "",
+    payload: dict | None = None,
+    note: str = "",
+    grant: GrantAsked | None = None,
     now: datetime | None = None,
 ) -> OversightRequest:
     """Make the one final decision of a pending request, or raise AlreadyDecided.
 
     `outcome` is a final status (approved, rejected, cancelled). People and agents
     can only decide before the deadline; past it, the timeout is applied instead
-    and they are told it won.
+    and they are told it won. An operator's approval may carry `payload`, the edited
+    payload the agent may run instead (the audit keeps what changed), and any
+    operator's decision a `note` to the agent. An operator's approval with `grant` also
+    makes a standing grant (`make_standing_grant`) in the same transaction.
     """
+    if payload is not None and outcome != Status.APPROVED:
+        raise ValueError("Only an approval can change the payload.")
+    if grant is not None and (outcome != Status.APPROVED or source != Source.OPERATOR):
+        raise ValueError("Only an operator's approval can make a standing grant.")
     now = now or timezone.now()
     if outcome not in (Status.APPROVED, Status.REJECTED, Status.CANCELLED):
         raise ValueError(f"Not a final outcome: {outcome!r}")
@@ -237,7 +265,10 @@ def do_decide(
         claim = claim.filter(deadline__lte=now)
 
     with transaction.atomic():
-        won = claim.update(status=outcome, decision_source=source, decided_by=by, decision_reason=reason, decided_at=now)
+        won = claim.update(
+            status=outcome, decision_source=source, decided_by=by, decision_reason=reason, decided_at=now,
+            decision_payload=payload, decision_note=note,
+        )
         req = _load(request_id)
         if won != 1:
             lost_to = req
@@ -245,6 +276,8 @@ def do_decide(
             _decided_event(req).save()
             _broadcast(req, "request.decided")
             _schedule_callback(req)
+            if grant is not None:
+                make_standing_grant(req, grant, by=by, now=now)
             return req
 
     # Lost: either someone else decided first, or the deadline passed.
@@ -385,3 +418,114 @@ def do_change_policy(operation: str, changes: dict, *, by: str, note: str = "", 
                   "note": note},
         )
     return policy
+
+
+# --- Standing approvals (spec §9.7) ----------------------------------------------------
+
+STANDING_USES_DEFAULT = 10
+STANDING_USES_MAX = 100
+
+
+@dataclass(frozen=True)
+class GrantAsked:
+    """What an operator asked for beside an approval: for `seconds`, at most `uses` times,
+    for the same payload only unless `any_payload`."""
+
+    seconds: int
+    uses: int = STANDING_USES_DEFAULT
+    any_payload: bool = False
+
+
+def make_standing_grant(req: OversightRequest, asked: GrantAsked, *, by: str, now: datetime) -> StandingGrant:
+    """The grant made by an approval of `req` (call inside its transaction)."""
+    grant = StandingGrant.objects.create(
+        agent=req.agent,
+        operation=req.operation,
+        policy_id=req.policy_id,
+        request=req,
+        rules={t["rule"]: t["value"] for t in req.triggers if t["fired"]},
+        payload_digest="" if asked.any_payload else canonical_digest(req.payload),
+        created_by=by,
+        created_at=now,
+        expires_at=now + timedelta(seconds=asked.seconds),
+        max_uses=asked.uses,
+        uses_left=asked.uses,
+    )
+    AuditEvent.objects.create(
+        request=req, kind=AuditEvent.Kind.GRANT_CREATED, at=now, actor=by,
+        data={"grant": grant.pk, "seconds": asked.seconds, "uses": asked.uses, "any_payload": asked.any_payload,
+              "rules": grant.rules, "policy": str(req.policy)},
+    )
+    send_event_on_commit("grant.created", {"grant": grant_dict(grant)})
+    return grant
+
+
+def use_standing_grant(agent: Agent, operation: str, policy: Policy, triggers: list[dict], payload: dict):
+    """Take one use of a live grant that covers this submission, or return None.
+
+    Live means: the policy version it was made under is the one evaluating now, not
+    revoked, uses left, not expired by the database's clock. The use is a conditional
+    UPDATE on those same conditions, so a revoke or the last use racing it wins or loses
+    whole. Call inside the submission's transaction.
+    """
+    fired = {t["rule"]: t["value"] for t in triggers if t["fired"]}
+    digest = canonical_digest(payload)
+    live = {"revoked_at__isnull": True, "uses_left__gt": 0, "expires_at__gt": Now()}
+    candidates = StandingGrant.objects.filter(agent=agent, operation=operation, policy=policy, **live)
+    for grant in candidates.order_by("expires_at", "id"):
+        if grant.payload_digest and grant.payload_digest != digest:
+            continue
+        if not _covered(fired, grant.rules):
+            continue
+        if StandingGrant.objects.filter(id=grant.id, **live).update(uses_left=F("uses_left") - 1) == 1:
+            grant.uses_left -= 1
+            return grant
+    return None
+
+
+def _covered(fired: dict, granted: dict) -> bool:
+    """Every rule fired now was fired by the granting request, each value no higher."""
+    for rule, value in fired.items():
+        if rule not in granted:
+            return False
+        limit = granted[rule]
+        if value is not None and (limit is None or value > limit):
+            return False
+    return True
+
+
+def _approve_by_grant(req: OversightRequest, grant: StandingGrant, now: datetime) -> None:
+    req.status = Status.APPROVED
+    req.decision_source = Source.STANDING
+    req.decided_by = grant.created_by
+    req.decision_reason = (
+        f"Standing approval #{grant.pk} by {grant.created_by} until {iso(grant.expires_at)} "
+        f"({grant.uses_left} of {grant.max_uses} uses left)."
+    )
+    req.decided_at = now
+    req.standing_grant = grant
+    req.deadline = req.escalate_at = None
+
+
+def do_revoke_grant(grant_id: int, *, by: str, now: datetime | None = None) -> StandingGrant:
+    """Revoke a grant; raises StandingGrant.DoesNotExist when it is unknown or already revoked."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        if StandingGrant.objects.filter(id=grant_id, revoked_at__isnull=True).update(revoked_at=now, revoked_by=by) != 1:
+            raise StandingGrant.DoesNotExist(f"No grant #{grant_id} in force.")
+        grant = StandingGrant.objects.select_related("agent", "policy").get(id=grant_id)
+        AuditEvent.objects.create(
+            request_id=grant.request_id, kind=AuditEvent.Kind.GRANT_REVOKED, at=now, actor=by,
+            data={"grant": grant.pk, "uses_left": grant.uses_left},
+        )
+        send_event_on_commit("grant.revoked", {"grant": grant_dict(grant)})
+    return grant
+
+
+def grants_in_force():
+    """Grants that can still approve something: for the queue page and the feed's snapshot."""
+    return (
+        StandingGrant.objects.select_related("agent", "policy")
+        .filter(revoked_at__isnull=True, uses_left__gt=0, expires_at__gt=Now(), policy__is_current=True)
+        .order_by("expires_at", "id")
+    )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import asyncio
+from collections import deque
+from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 
-from oversight.events import FEED_GROUP
+from oversight.events import FEED_GROUP, ROUTINE_GROUP
 from oversight.roles import MANAGERS, OPERATORS, has_role
 
 
@@ -44,25 +46,67 @@ def _origin_allowed(origin: str, host: str) -> bool:
 
 
 class FeedConsumer(AsyncJsonWebsocketConsumer):
+    """One browser's feed.
+
+    Events are not written to the socket by the handler that receives them from the
+    channel layer: they wait in a bounded backlog that a writer task drains, so a slow
+    browser never holds up the layer (which would drop its messages unseen). When the
+    backlog overflows it is thrown away and the browser gets a fresh snapshot instead:
+    never silent loss, at worst one larger message.
+    """
+
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not await database_sync_to_async(has_role)(user, OPERATORS, MANAGERS):
             await self.close(code=4403)
             return
-        await self.channel_layer.group_add(FEED_GROUP, self.channel_name)
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        wants_routine = query.get("routine", ["1"])[-1] != "0"
+        self.feed_groups = (FEED_GROUP, ROUTINE_GROUP) if wants_routine else (FEED_GROUP,)
+        for group in self.feed_groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        self.backlog: deque[str] = deque()
+        self.resync = False
+        self.wake = asyncio.Event()
         await self.accept()
         # Joined first, snapshot second: an event between the two may arrive twice,
         # never not at all. Browsers apply events by request id, so twice is harmless.
         await self.send_json(await database_sync_to_async(snapshot)())
+        self.writer = asyncio.ensure_future(self._write())
 
     async def disconnect(self, code):
-        await self.channel_layer.group_discard(FEED_GROUP, self.channel_name)
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.cancel()
+        for group in getattr(self, "feed_groups", ()):
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
         """The socket only pushes: whatever a browser sends is ignored."""
 
     async def feed_event(self, message):
-        await self.send(text_data=message["text"])
+        if self.resync:
+            return  # the snapshot on its way is read after this event was committed
+        if len(self.backlog) >= settings.OVERSIGHT_FEED_SOCKET_BACKLOG:
+            self.backlog.clear()
+            self.resync = True
+        else:
+            self.backlog.append(message["text"])
+        self.wake.set()
+
+    async def _write(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.resync or self.backlog:
+                if self.resync:
+                    # Cleared before the read: whatever arrives during it is queued
+                    # behind the snapshot (maybe twice, never lost).
+                    self.resync = False
+                    self.backlog.clear()
+                    await self.send_json(await database_sync_to_async(snapshot)())
+                else:
+                    await self.send(text_data=self.backlog.popleft())
 
 
 def snapshot() -> dict:

@@ -6,7 +6,8 @@ Two kinds of listener get them through the channel layer: browsers on
 
 Sending never holds up the request or task that caused it: events go onto a
 queue that one background thread per process drains in order, on an event loop
-of its own, into the channel layer. A push is a notification, not the record —
+of its own, into the channel layer (a plain queue: handing an event over costs a
+lock, not a wake-up of another thread's event loop). A push is a notification, not the record —
 the database is — so a browser that missed one gets the truth from its next
 snapshot, and a long-polling agent re-reads the request when its wait ends.
 """
@@ -18,6 +19,7 @@ import atexit
 import json
 import logging
 import os
+import queue
 import threading
 
 from asgiref.sync import async_to_sync
@@ -27,6 +29,10 @@ from django.db import transaction
 log = logging.getLogger(__name__)
 
 FEED_GROUP = "feed"
+# Routine approvals by the policy: the bulk of the traffic, and never in an operator's
+# queue. Sockets that ask for them (the contract's default) join this group too; the
+# site's own pages open the feed with `?routine=0` and never receive them.
+ROUTINE_GROUP = "feed.routine"
 
 
 def request_group(request_id) -> str:
@@ -94,45 +100,56 @@ async def _group_send_all(layer, groups, message) -> None:
 
 
 class _Sender:
-    """A daemon thread with an event loop; sends queued events one after another, in order."""
+    """A daemon thread that sends queued events one after another, in order.
+
+    Callers hand events over through a plain thread-safe queue: putting one only
+    releases a lock (waking an event loop from another thread would cost a write to
+    its self-pipe on every submission). The thread takes whatever has queued up,
+    sends it on an event loop of its own, and repeats.
+    """
 
     def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.queue: asyncio.Queue | None = None
-        ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(ready,), name="oversight-events", daemon=True)
+        self.items: queue.SimpleQueue = queue.SimpleQueue()
+        self.progress = threading.Condition()
+        self.queued = 0
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, name="oversight-events", daemon=True)
         self.thread.start()
-        ready.wait()
 
-    def _run(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.queue = asyncio.Queue()
-        self.loop.call_soon(ready.set)
-        self.loop.run_until_complete(self._drain())
-
-    async def _drain(self) -> None:
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         while True:
-            layer, groups, message = await self.queue.get()
+            batch = [self.items.get()]
+            while True:
+                try:
+                    batch.append(self.items.get_nowait())
+                except queue.Empty:
+                    break
+            loop.run_until_complete(self._send_batch(batch))
+            with self.progress:
+                self.sent += len(batch)
+                self.progress.notify_all()
+
+    async def _send_batch(self, batch: list) -> None:
+        for layer, groups, message in batch:
             try:
                 await _group_send_all(layer, groups, message)
             except Exception:  # a live push must never undo or fail a committed change
                 log.exception("Could not send %s to %s", message["event_type"], groups)
-            finally:
-                self.queue.task_done()
 
     def put(self, layer, groups, message) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (layer, groups, message))
+        with self.progress:
+            self.queued += 1
+        self.items.put((layer, groups, message))
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything queued so far is sent (tests, and at exit)."""
         if not self.thread.is_alive():
             return False
-        future = asyncio.run_coroutine_threadsafe(self.queue.join(), self.loop)
-        try:
-            future.result(timeout)
-            return True
-        except Exception:
-            return False
+        with self.progress:
+            target = self.queued
+            return self.progress.wait_for(lambda: self.sent >= target, timeout)
 
 
 _state: dict = {"sender": None, "pid": None}

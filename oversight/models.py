@@ -85,6 +85,9 @@ class Policy(models.Model):
     timeout_action = models.CharField(max_length=10, choices=TimeoutAction.choices, default=TimeoutAction.APPROVE)
     escalate_after = models.FloatField(null=True, blank=True, default=0.5)
     escalation_contacts = models.JSONField(default=list, blank=True)
+    max_standing_seconds = models.PositiveIntegerField(
+        default=0, help_text="Longest standing approval an operator may grant (0: never)."
+    )
     trusted_agents = models.JSONField(default=list, blank=True)
     note = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -113,6 +116,7 @@ class Policy(models.Model):
         "escalate_after",
         "escalation_contacts",
         "trusted_agents",
+        "max_standing_seconds",
     )
 
     def settings_dict(self) -> dict:
@@ -145,6 +149,7 @@ class Source(models.TextChoices):
     OPERATOR = "operator"
     TIMEOUT = "timeout"
     AGENT = "agent"
+    STANDING = "standing"  # approved at submission by an operator's standing grant
 
 
 class OversightRequest(models.Model):
@@ -178,11 +183,21 @@ class OversightRequest(models.Model):
     decided_by = models.CharField(max_length=150, blank=True)
     decision_reason = models.TextField(blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
+    # An approval with changes: the payload the agent may run (null: as submitted).
+    decision_payload = models.JSONField(null=True, blank=True)
+    # A note from the operator to the agent, with an approval or a reject.
+    decision_note = models.TextField(blank=True)
+    # The standing grant that approved it at submission (source `standing`).
+    standing_grant = models.ForeignKey(
+        "StandingGrant", on_delete=models.PROTECT, null=True, blank=True, related_name="approved"
+    )
 
     class Meta:
         indexes = [
             # The timeout sweep and the queue: pending requests, soonest deadline first.
             models.Index(fields=["deadline"], condition=Q(status="pending"), name="req_pending_deadline"),
+            # /metrics: escalations since its checkpoint (monitoring/metrics.py).
+            models.Index(fields=["escalated_at"], condition=Q(escalated_at__isnull=False), name="req_escalated"),
             # The escalation sweep: pending requests not yet escalated, by escalation time.
             models.Index(
                 fields=["escalate_at"],
@@ -234,6 +249,8 @@ class AuditEvent(models.Model):
         CALLBACK_DELIVERED = "callback_delivered"
         CALLBACK_FAILED = "callback_failed"
         POLICY_CHANGED = "policy_changed"
+        GRANT_CREATED = "grant_created"
+        GRANT_REVOKED = "grant_revoked"
 
     request = models.ForeignKey(
         OversightRequest, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
@@ -249,6 +266,8 @@ class AuditEvent(models.Model):
         indexes = [
             # A request's timeline on its page.
             models.Index(fields=["request", "at"], name="audit_request_at"),
+            # /metrics: audited failures of one kind since its checkpoint (monitoring/metrics.py).
+            models.Index(fields=["kind", "at"], name="audit_kind_at"),
         ]
 
     def __str__(self) -> str:
@@ -276,3 +295,65 @@ class MonthlyReview(models.Model):
 
     def __str__(self) -> str:
         return f"review {self.month}"
+
+
+class StandingGrant(models.Model):
+    """An operator's standing approval: for a while and a number of uses, later critical
+    requests of one agent and operation that fire no more than the granting request did
+    (and, unless its scope is any payload, carry the same payload) are approved at
+    submission, with source `standing`.
+
+    It binds to the policy version it was made under: once that version is no longer
+    current, it matches nothing. Uses are taken by a conditional UPDATE in the
+    submission's transaction, so a revoke and a use at the same instant end one way.
+    """
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="grants")
+    operation = models.CharField(max_length=64)
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="grants")
+    request = models.ForeignKey(OversightRequest, on_delete=models.PROTECT, related_name="grants_made")
+    # Each rule the granting request fired, with its value (None for `always`): a later
+    # request may fire only these, each at most this high.
+    rules = models.JSONField(default=dict)
+    # SHA-256 of the payload's canonical JSON; empty when any payload will do.
+    payload_digest = models.CharField(max_length=64, blank=True)
+    created_by = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    max_uses = models.PositiveIntegerField()
+    uses_left = models.PositiveIntegerField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        indexes = [
+            # The lookup on each critical submission: live grants of an agent and operation.
+            models.Index(
+                fields=["agent", "operation", "expires_at"], condition=Q(revoked_at__isnull=True),
+                name="grant_live",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"grant #{self.pk}: {self.operation} for {self.agent_id}"
+
+
+class DecisionLink(models.Model):
+    """One of a pair of one-tap links (approve, reject) sent to one person about one request.
+
+    The URL carries a signed token of the id, never the id alone; both links of a pair are
+    burnt when either is used. Valid until the request's deadline, by the database's clock.
+    """
+
+    class Outcome(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    pair = models.UUIDField(db_index=True)
+    request = models.ForeignKey(OversightRequest, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="+")
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 
-from oversight.models import OversightRequest, Status
+from oversight.models import OversightRequest, StandingGrant, Status
 
 POLL_AFTER_MS = 1000
 
@@ -25,7 +27,8 @@ def decision_dict(req: OversightRequest) -> dict | None:
         "by": req.decided_by or None,
         "reason": req.decision_reason,
         "decided_at": iso(req.decided_at),
-    }
+        "note": req.decision_note,
+    } | ({"payload": req.decision_payload} if req.decision_payload is not None else {})
 
 
 def request_dict(req: OversightRequest) -> dict:
@@ -48,4 +51,30 @@ def request_dict(req: OversightRequest) -> dict:
         "timeout_action": req.timeout_action,
         "decision": decision_dict(req),
         "poll_after_ms": POLL_AFTER_MS if req.status == Status.PENDING else None,
+    }
+
+
+def canonical_digest(payload: dict) -> str:
+    """SHA-256 hex of a payload's canonical JSON (sorted keys, no spaces, UTF-8): the
+    same payload whatever order its keys came in; 1 and 1.0, or 1 and true, differ."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def grant_dict(grant: StandingGrant) -> dict:
+    return {
+        "id": grant.pk,
+        "agent": grant.agent.name,
+        "operation": grant.operation,
+        "policy": {"operation": grant.policy.operation, "version": grant.policy.version},
+        "rules": grant.rules,
+        "any_payload": not grant.payload_digest,
+        "by": grant.created_by,
+        "created_at": iso(grant.created_at),
+        "expires_at": iso(grant.expires_at),
+        "uses_left": grant.uses_left,
+        "max_uses": grant.max_uses,
+        "request": str(grant.request_id),
+        "revoked_at": iso(grant.revoked_at),
+        "revoked_by": grant.revoked_by or None,
     }

@@ -64,7 +64,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
+    "oversight.csrf.CsrfMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -254,6 +254,10 @@ OVERSIGHT_CALLBACK_TIMEOUT = env_float("OVERSIGHT_CALLBACK_TIMEOUT", 5.0, minimu
 # Send routine approvals by the policy to the live feed as `request.decided` (the
 # contract); turn off where hundreds of browsers watch a busy API.
 OVERSIGHT_FEED_POLICY_DECISIONS = env_bool("OVERSIGHT_FEED_POLICY_DECISIONS", True)
+# One-tap approve / reject links in notifications to people (spec §9.7).
+OVERSIGHT_DECISION_LINKS = env_bool("OVERSIGHT_DECISION_LINKS", False)
+# Events waiting for one slow browser before it is sent a fresh snapshot instead.
+OVERSIGHT_FEED_SOCKET_BACKLOG = env_int("OVERSIGHT_FEED_SOCKET_BACKLOG", 1000)
 # bench/api.py's baseline endpoint (/api/bench/insert); never on in production.
 OVERSIGHT_BENCH = env_bool("OVERSIGHT_BENCH", False)
 # /metrics: open by default; a token, when set, is required as a bearer token.
@@ -282,7 +286,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Decision links' tokens never reach a log line (Django logs the path of a 4xx).
+    "filters": {"redact_link_tokens": {"()": "oversight.logfilters.RedactLinkTokens"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_link_tokens"]}
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "INFO"},

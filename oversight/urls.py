@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
-from oversight import health, views
+from oversight import health, links, views
 from oversight.api import views as api
 
 api_patterns = [
@@ -29,7 +29,10 @@ urlpatterns = [
     path("requests/<uuid:request_id>/", views.request_page, name="request"),
     path("requests/<uuid:request_id>/decide", views.decide, name="decide"),
     path("requests/decide", views.decide_bulk, name="decide-bulk"),
+    path("grants/", views.grants, name="grants"),
+    path("grants/<int:grant_id>/revoke", views.revoke_grant, name="revoke-grant"),
     path("history/", views.history, name="history"),
+    path("d/<str:token>/", links.decision_link, name="decision-link"),
     path("", include("monitoring.urls")),
     path("", include("oversight.reviews.urls")),
     path("admin/", admin.site.urls),

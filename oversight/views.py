@@ -19,9 +19,9 @@ from django.views.decorators.http import require_GET, require_POST
 from monitoring.hooks import firing_alerts
 from oversight import actions
 from oversight.api.errors import error_response
-from oversight.models import FINAL_STATUSES, REJECT_PRESETS, OversightRequest, Source, Status
+from oversight.models import FINAL_STATUSES, REJECT_PRESETS, OversightRequest, Policy, Source, StandingGrant, Status
 from oversight.roles import MANAGERS, OPERATORS, has_role, is_manager, is_operator, role_required
-from oversight.serializers import iso, request_dict
+from oversight.serializers import grant_dict, iso, request_dict
 
 OUTCOMES = {"approve": Status.APPROVED, "reject": Status.REJECTED}
 
@@ -39,7 +39,12 @@ MEMORY_WINDOW = timedelta(minutes=10)
 
 @require_GET
 def home(request: HttpRequest):
-    """`/` is the queue; a manager who is not also an operator lands on the reports."""
+    """`/` is the queue; a manager who is not also an operator lands on the reports. Right
+    after signing in from a decision link, it shows that link's page."""
+    from oversight.links import resume
+
+    if (page := resume(request)) is not None:
+        return page
     if request.user.is_authenticated and is_manager(request.user) and not is_operator(request.user):
         return redirect("/reports/")
     return redirect("/queue/")
@@ -59,6 +64,7 @@ def queue(request: HttpRequest):
         "queue.html",
         {
             "pending": resources,
+            "grants": [grant_dict(g) for g in actions.grants_in_force()],
             "reject_reasons": REJECT_PRESETS,
             "alerts": firing_alerts(),
             "server_now": iso(timezone.now()),
@@ -83,10 +89,17 @@ def request_page(request: HttpRequest, request_id):
             "resource": request_dict(req),
             "payload_text": payload,
             "payload_collapsed": len(payload) > PAYLOAD_COLLAPSE_CHARS,
+            "decided_payload_text": (
+                json.dumps(req.decision_payload, indent=2, sort_keys=True, ensure_ascii=False)
+                if req.decision_payload is not None else ""
+            ),
             "metrics": sorted(req.metrics.items()),
             "events": list(req.events.all()),
             "memory": _agent_memory(req),
             "can_decide": req.status == Status.PENDING and has_role(request.user, OPERATORS),
+            "standing_choices": _standing_choices(req.policy.max_standing_seconds),
+            "standing_uses_max": actions.STANDING_USES_MAX,
+            "standing_uses_default": actions.STANDING_USES_DEFAULT,
             "reject_reasons": REJECT_PRESETS,
             "server_now": iso(timezone.now()),
         },
@@ -220,8 +233,20 @@ class DecideError(Exception):
         self.req = req
 
 
-def decide_one(request: HttpRequest, request_id, outcome_name: str, reason: str) -> OversightRequest:
-    """One operator decision by the signed-in user; raises DecideError with the status to answer."""
+NOTE_MAX_CHARS = 2000
+PAYLOAD_MAX_BYTES = 64 * 1024
+
+
+def decide_one(
+    request: HttpRequest, request_id, outcome_name: str, reason: str, *, payload_text: str = "", note: str = "",
+    standing: dict | None = None,
+) -> OversightRequest:
+    """One operator decision by the signed-in user; raises DecideError with the status to answer.
+
+    `payload_text`, when given, is the edited payload (a JSON object) the approval lets
+    the agent run; `note` is a message to the agent with either outcome; `standing`, the
+    form's standing_seconds / standing_uses / standing_scope, asks for a standing grant.
+    """
     try:
         request_id = uuid.UUID(str(request_id))
     except ValueError:
@@ -232,9 +257,19 @@ def decide_one(request: HttpRequest, request_id, outcome_name: str, reason: str)
     reason = reason.strip()
     if outcome == Status.REJECTED and not reason:
         raise DecideError(400, "A reason is required to reject.")
+    note = note.strip()
+    if len(note) > NOTE_MAX_CHARS:
+        raise DecideError(400, f"A note is at most {NOTE_MAX_CHARS:,} characters.")
+    payload = None
+    if payload_text.strip():
+        if outcome != Status.APPROVED:
+            raise DecideError(400, "Only an approval can change the payload.")
+        payload = _edited_payload(request_id, payload_text)
+    grant = _grant_asked(request_id, outcome, standing or {})
     try:
         return actions.do_decide(
-            request_id, outcome=outcome, source=Source.OPERATOR, by=request.user.get_username(), reason=reason[:2000]
+            request_id, outcome=outcome, source=Source.OPERATOR, by=request.user.get_username(), reason=reason[:2000],
+            payload=payload, note=note, grant=grant,
         )
     except OversightRequest.DoesNotExist:
         raise DecideError(404, "No such request.") from None
@@ -242,6 +277,88 @@ def decide_one(request: HttpRequest, request_id, outcome_name: str, reason: str)
         req = lost.request
         who = req.decided_by or req.decision_source
         raise DecideError(409, f"Already {req.status} by {who}.", req) from None
+
+
+STANDING_FIELDS = ("standing_seconds", "standing_uses", "standing_scope")
+
+
+def _standing_fields(post) -> dict:
+    return {name: post.get(name, "").strip() for name in STANDING_FIELDS if post.get(name, "").strip()}
+
+
+def _grant_asked(request_id, outcome: str, fields: dict) -> actions.GrantAsked | None:
+    """The standing grant the form asks for, checked against the request's policy version."""
+    seconds = fields.get("standing_seconds", "")
+    if not seconds or seconds == "0":
+        return None
+    if outcome != Status.APPROVED:
+        raise DecideError(400, "Only an approval can stand for later requests.")
+    policy = Policy.objects.filter(requests__id=request_id).first()
+    if policy is None:
+        raise DecideError(404, "No such request.")
+    most = policy.max_standing_seconds
+    if not seconds.isdigit() or not 0 < int(seconds) <= most:
+        if most == 0:
+            raise DecideError(400, f"The policy of {policy.operation} allows no standing approvals.")
+        raise DecideError(400, f"A standing approval lasts 1 to {most:,} seconds under this policy.")
+    uses = fields.get("standing_uses", str(actions.STANDING_USES_DEFAULT))
+    if not uses.isdigit() or not 0 < int(uses) <= actions.STANDING_USES_MAX:
+        raise DecideError(400, f"A standing approval is for 1 to {actions.STANDING_USES_MAX} uses.")
+    scope = fields.get("standing_scope", "payload")
+    if scope not in ("payload", "any"):
+        raise DecideError(400, "The scope of a standing approval is payload or any.")
+    if scope == "any" and policy.always:
+        raise DecideError(400, "Under a policy that always asks a person, a standing approval covers one payload only.")
+    return actions.GrantAsked(seconds=int(seconds), uses=int(uses), any_payload=scope == "any")
+
+
+def _edited_payload(request_id, text: str) -> dict | None:
+    """The edited payload, or None when it is the payload as submitted."""
+    if len(text.encode()) > PAYLOAD_MAX_BYTES:
+        raise DecideError(400, "The payload is over 64 KiB.")
+    try:
+        edited = json.loads(text, parse_constant=_no_constant)
+    except ValueError:
+        raise DecideError(400, "The payload is not valid JSON.") from None
+    if not isinstance(edited, dict):
+        raise DecideError(400, "The payload must be a JSON object.")
+    submitted = OversightRequest.objects.filter(id=request_id).values_list("payload", flat=True).first()
+    return None if edited == submitted else edited
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _standing_choices(most: int) -> list[tuple[int, str]]:
+    """The durations offered beside Approve, up to the policy's maximum."""
+    steps = [(300, "5 minutes"), (900, "15 minutes"), (3600, "1 hour"), (4 * 3600, "4 hours"), (86400, "1 day")]
+    choices = [(seconds, label) for seconds, label in steps if seconds <= most]
+    if most and (not choices or choices[-1][0] != most):
+        choices.append((most, f"{most:,} seconds (the most allowed)"))
+    return choices
+
+
+@require_GET
+@role_required(OPERATORS)
+def grants(request: HttpRequest):
+    """The standing grants in force, as JSON: the queue reloads them on every (re)connection."""
+    return JsonResponse({"grants": [grant_dict(g) for g in actions.grants_in_force()]})
+
+
+@require_POST
+def revoke_grant(request: HttpRequest, grant_id: int):
+    _check_operator(request)
+    try:
+        grant = actions.do_revoke_grant(grant_id, by=request.user.get_username())
+    except StandingGrant.DoesNotExist:
+        message = "That standing approval is not in force (unknown, or already revoked)."
+        if _wants_json(request):
+            return JsonResponse({"error": {"code": "not_found", "message": message}}, status=404)
+        return render(request, "decide_error.html", {"message": message}, status=404)
+    if _wants_json(request):
+        return JsonResponse({"grant": grant_dict(grant)})
+    return redirect(_next_url(request))
 
 
 def _check_operator(request: HttpRequest) -> None:
@@ -253,7 +370,11 @@ def _check_operator(request: HttpRequest) -> None:
 def decide(request: HttpRequest, request_id):
     _check_operator(request)
     try:
-        req = decide_one(request, request_id, request.POST.get("outcome", ""), request.POST.get("reason", ""))
+        req = decide_one(
+            request, request_id, request.POST.get("outcome", ""), request.POST.get("reason", ""),
+            payload_text=request.POST.get("payload", ""), note=request.POST.get("note", ""),
+            standing=_standing_fields(request.POST),
+        )
     except DecideError as error:
         if _wants_json(request):
             body = {"error": {"code": _code(error.status), "message": error.message}}
@@ -272,11 +393,17 @@ def decide_bulk(request: HttpRequest):
     _check_operator(request)
     outcome = request.POST.get("outcome", "")
     reason = request.POST.get("reason", "")
+    note = request.POST.get("note", "")
     ids = request.POST.getlist("ids")
+    if request.POST.get("payload", "").strip() or _standing_fields(request.POST):
+        message = "A payload is edited, and a standing approval granted, on the request's own page, not in bulk."
+        if _wants_json(request):
+            return JsonResponse({"error": {"code": "validation_error", "message": message}}, status=400)
+        return render(request, "decide_error.html", {"message": message}, status=400)
     results = []
     for request_id in ids:
         try:
-            req = decide_one(request, request_id, outcome, reason)
+            req = decide_one(request, request_id, outcome, reason, note=note)
             results.append({"id": request_id, "status": 200, "request": request_dict(req)})
         except DecideError as error:
             results.append({"id": request_id, "status": error.status, "message": error.message})

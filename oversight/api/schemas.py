@@ -169,10 +169,15 @@ class Trigger(BaseModel):
 
 class Decision(BaseModel):
     outcome: Literal["approved", "rejected", "cancelled"]
-    source: Literal["policy", "operator", "timeout", "agent"]
+    source: Literal["policy", "operator", "timeout", "agent", "standing"]
     by: str | None
     reason: str
     decided_at: str
+    note: str = Field(default="", description="The operator's note to the agent, with an approval or a reject.")
+    payload: dict[str, Any] | None = Field(
+        default=None,
+        description="Present only when an operator approved with changes: the payload the agent may run instead.",
+    )
 
 
 class PolicyRef(BaseModel):

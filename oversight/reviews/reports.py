@@ -147,6 +147,7 @@ def outcome_counts() -> dict:
         "critical": Count("pk", filter=Q(critical=True)),
         "trusted_bypasses": Count("pk", filter=Q(trusted_bypass=True)),
         "policy_approved": Count("pk", filter=Q(decision_source=Source.POLICY)),
+        "standing_approved": Count("pk", filter=Q(decision_source=Source.STANDING)),
         "operator_approved": Count("pk", filter=operator & Q(status=Status.APPROVED)),
         "operator_rejected": Count("pk", filter=operator & Q(status=Status.REJECTED)),
         "timeout_approved": Count("pk", filter=timeout & Q(status=Status.APPROVED)),
@@ -297,6 +298,7 @@ def _daily(requests) -> list[dict]:
             operator=Count("pk", filter=Q(decision_source=Source.OPERATOR)),
             timeout=Count("pk", filter=Q(decision_source=Source.TIMEOUT)),
             agent=Count("pk", filter=Q(decision_source=Source.AGENT)),
+            standing=Count("pk", filter=Q(decision_source=Source.STANDING)),
             pending=Count("pk", filter=Q(status=Status.PENDING)),
         )
         .order_by("day")
@@ -400,7 +402,8 @@ def _leak_figures(leak, start: datetime, end: datetime) -> dict:
 # --- The review ---------------------------------------------------------------------------
 
 HEADLINE_KEYS = (
-    "requests", "critical", "critical_share", "trusted_bypasses", "policy_approved", "operator_approved",
+    "requests", "critical", "critical_share", "trusted_bypasses", "policy_approved", "standing_approved",
+    "operator_approved",
     "operator_rejected", "timeout_approved", "timeout_rejected", "cancelled", "pending", "escalated",
     "decided_before_escalation_share", "timed_out_share", "ttd_p50", "ttd_p90", "ttd_p99", "ttd_max",
 )
@@ -563,6 +566,7 @@ CARDS = (
     ("critical_share", "Needed a human (critical share)", "share"),
     ("trusted_bypasses", "Trusted-agent bypasses", "count"),
     ("policy_approved", "Approved by policy", "count"),
+    ("standing_approved", "Approved by standing grants", "count"),
     ("operator_approved", "Approved by operators", "count"),
     ("operator_rejected", "Rejected by operators", "count"),
     ("timeout_approved", "Timed out → approved", "count"),

@@ -34,6 +34,7 @@ from oversight.reviews import reports
 # Enum values travel as parameters, with the period.
 VALUES = {
     "policy": Source.POLICY, "operator": Source.OPERATOR, "timeout": Source.TIMEOUT, "agent": Source.AGENT,
+    "standing": Source.STANDING,
     "approved": Status.APPROVED, "rejected": Status.REJECTED, "cancelled": Status.CANCELLED,
     "pending": Status.PENDING,
 }
@@ -45,6 +46,7 @@ OUTCOME_COUNTS = """
   COUNT(*) FILTER (WHERE critical) AS critical,
   COUNT(*) FILTER (WHERE trusted_bypass) AS trusted_bypasses,
   COUNT(*) FILTER (WHERE decision_source = %(policy)s) AS policy_approved,
+  COUNT(*) FILTER (WHERE decision_source = %(standing)s) AS standing_approved,
   COUNT(*) FILTER (WHERE decision_source = %(operator)s AND status = %(approved)s) AS operator_approved,
   COUNT(*) FILTER (WHERE decision_source = %(operator)s AND status = %(rejected)s) AS operator_rejected,
   COUNT(*) FILTER (WHERE decision_source = %(timeout)s AND status = %(approved)s) AS timeout_approved,
@@ -111,7 +113,7 @@ ORDER BY grouping_set, n DESC, decided_by
 # query with JIT, which costs more than the query). Days without requests are left
 # out, as the grouped query leaves them out.
 DAILY_SQL = """
-SELECT d.day, c.policy, c.operator, c.timeout, c.agent, c.pending
+SELECT d.day, c.policy, c.operator, c.timeout, c.agent, c.standing, c.pending
 FROM unnest(%(days)s::date[], %(froms)s::timestamptz[], %(untils)s::timestamptz[]) AS d(day, lo, hi)
 CROSS JOIN LATERAL (
   SELECT COUNT(*) AS n,
@@ -119,6 +121,7 @@ CROSS JOIN LATERAL (
     COUNT(*) FILTER (WHERE decision_source = %(operator)s) AS operator,
     COUNT(*) FILTER (WHERE decision_source = %(timeout)s) AS timeout,
     COUNT(*) FILTER (WHERE decision_source = %(agent)s) AS agent,
+    COUNT(*) FILTER (WHERE decision_source = %(standing)s) AS standing,
     COUNT(*) FILTER (WHERE status = %(pending)s) AS pending
   FROM oversight_oversightrequest
   WHERE created_at >= d.lo AND created_at < d.hi

@@ -2,6 +2,7 @@
 import {
   clockOffset, connectFeed, countdownText, describeDecision, postForm, secondsLeft, showState,
 } from "./feed.js";
+import { grantEvent, reloadGrants } from "./grants.js";
 
 const RETIRE_AFTER_MS = 2000;
 const queue = document.getElementById("queue");
@@ -125,6 +126,7 @@ function applySnapshot(snapshot) {
   for (const request of snapshot.pending) upsert(request);
   for (const row of liveRows()) place(row);
   alerts.replaceChildren(...snapshot.alerts.map(alertLine));
+  reloadGrants();
   counted();
 }
 
@@ -145,6 +147,8 @@ function onEvent(event) {
     removeAlert(event.alert.id);
   } else if (event.type === "pressure.sample") {
     showPressure(event);
+  } else if (event.type.startsWith("grant.")) {
+    grantEvent(event);
   }
 }
 

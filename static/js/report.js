@@ -12,6 +12,7 @@
     operator: color("--accent", "#2454d6"),
     timeout: color("--danger", "#b3261e"),
     agent: color("--muted", "#5b6475"),
+    standing: "#7c3aed",
     pending: "#c9a227",
   };
   const common = { responsive: true, maintainAspectRatio: false, animation: false };
@@ -26,7 +27,7 @@
     type: "bar",
     data: {
       labels: days,
-      datasets: ["policy", "operator", "timeout", "agent", "pending"].map((key) => ({
+      datasets: ["policy", "standing", "operator", "timeout", "agent", "pending"].map((key) => ({
         label: key === "agent" ? "cancelled" : key,
         data: data.daily.map((d) => d[key]),
         backgroundColor: palette[key],

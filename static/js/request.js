@@ -55,3 +55,79 @@ if (page.dataset.status === "pending") {
     onState: (state, delay) => showState(status, state, delay),
   });
 }
+
+// Approve with changes: the edited payload must be a JSON object, and the operator sees
+// what changes before the approval goes out (the second click confirms).
+const approveForm = document.querySelector(".approve-form");
+const editor = document.getElementById("payload-editor");
+if (approveForm && editor) {
+  const error = document.getElementById("payload-error");
+  const diffBox = document.getElementById("payload-diff");
+  const list = document.getElementById("payload-changes");
+  const button = document.getElementById("approve-button");
+  let confirmed = null; // the text whose changes the operator has seen
+
+  const original = JSON.parse(editor.defaultValue || "{}");
+  editor.addEventListener("input", () => {
+    confirmed = null;
+    diffBox.hidden = true;
+    error.hidden = true;
+    button.textContent = "Approve";
+  });
+
+  approveForm.addEventListener("submit", (event) => {
+    const text = editor.value;
+    let edited;
+    try {
+      edited = JSON.parse(text);
+    } catch (problem) {
+      event.preventDefault();
+      return showError(`Not valid JSON: ${problem.message}`);
+    }
+    if (edited === null || typeof edited !== "object" || Array.isArray(edited)) {
+      event.preventDefault();
+      return showError("The payload must be a JSON object ({…}).");
+    }
+    const changes = jsonChanges(original, edited);
+    if (changes.length === 0 || confirmed === text) return; // unchanged, or the changes were seen
+    event.preventDefault();
+    list.replaceChildren(...changes.map(describeChange));
+    diffBox.hidden = false;
+    confirmed = text;
+    button.textContent = `Approve with ${changes.length} change${changes.length === 1 ? "" : "s"}`;
+    button.focus();
+  });
+
+  function showError(message) {
+    document.getElementById("edit-payload").open = true;
+    error.textContent = message;
+    error.hidden = false;
+    editor.focus();
+  }
+}
+
+// The same changes the server's audit records (oversight/diffs.py): JSON Pointer paths.
+function jsonChanges(before, after, path = "") {
+  const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
+  if (isObject(before) && isObject(after)) {
+    const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
+    return keys.flatMap((key) => {
+      const child = `${path}/${key.replaceAll("~", "~0").replaceAll("/", "~1")}`;
+      if (!(key in before)) return [{ op: "add", path: child, to: after[key] }];
+      if (!(key in after)) return [{ op: "remove", path: child, from: before[key] }];
+      return jsonChanges(before[key], after[key], child);
+    });
+  }
+  if (JSON.stringify(before) === JSON.stringify(after)) return [];
+  return [{ op: "replace", path: path || "/", from: before, to: after }];
+}
+
+function describeChange(change) {
+  const item = document.createElement("li");
+  item.dataset.op = change.op;
+  const words = { add: "add", remove: "remove", replace: "change" }[change.op];
+  item.textContent = `${words} ${change.path}`;
+  if (change.op !== "add") item.textContent += `: was ${JSON.stringify(change.from)}`;
+  if (change.op !== "remove") item.textContent += ` → ${JSON.stringify(change.to)}`;
+  return item;
+}

@@ -47,6 +47,8 @@ RESOURCE_FIELDS = {
     "deadline": (str, type(None)), "timeout_action": str, "decision": (dict, type(None)), "poll_after_ms": (int, type(None)),
 }
 DECISION_FIELDS = {"outcome", "source", "by", "reason", "decided_at"}
+# v1.1 (§9.7): a note with every decision, the payload approved with changes, a receipt.
+DECISION_FIELDS_V1_1 = DECISION_FIELDS | {"note", "payload", "receipt"}
 CRITICAL = {"memory_pressure": 95.0}
 ROUTINE = {"memory_pressure": 5.0}
 
@@ -99,9 +101,9 @@ def assert_resource(resource: dict) -> None:
 
 
 def assert_decision(decision: dict, outcome: str, source: str | None = None) -> None:
-    assert set(decision) == DECISION_FIELDS
+    assert DECISION_FIELDS <= set(decision) <= DECISION_FIELDS_V1_1
     assert decision["outcome"] == outcome
-    assert decision["source"] in {"policy", "operator", "timeout", "agent"}
+    assert decision["source"] in {"policy", "operator", "timeout", "agent", "standing"}
     if source:
         assert decision["source"] == source
     if decision["source"] in {"policy", "timeout"}:

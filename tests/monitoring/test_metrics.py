@@ -92,3 +92,85 @@ def test_it_counts_real_decisions(client, agent, operator):
     actions.do_decide(req.id, outcome="approved", source="operator", by=operator.username, reason="fine")
     m = scrape(client)
     assert m[("oversight_decisions_total", (("outcome", "approved"), ("source", "operator")))] == 1
+
+
+def decided_at(agent, source, when, *, took=10):
+    req = request_at(agent, "approved", source, 0)
+    OversightRequest.objects.filter(id=req.id).update(decided_at=when, created_at=when - timedelta(seconds=took))
+    return req
+
+
+def test_it_folds_old_decisions_into_a_checkpoint_and_counts_each_once(client, agent):
+    from monitoring.metrics import FOLD_MARGIN
+    from monitoring.models import MetricsCheckpoint
+
+    now = timezone.now()
+    for minutes in (60, 30, 1):
+        decided_at(agent.agent, "operator", now - timedelta(minutes=minutes))
+    key = ("oversight_decisions_total", (("outcome", "approved"), ("source", "operator")))
+    assert scrape(client)[key] == 3
+    checkpoint = MetricsCheckpoint.objects.get()
+    assert now - FOLD_MARGIN <= checkpoint.watermark <= timezone.now() - FOLD_MARGIN
+    assert checkpoint.figures["decisions"] == {"operator/approved": 2}
+    # Scraped again, nothing is counted twice; a new decision is counted at once.
+    assert scrape(client)[key] == 3
+    decided_at(agent.agent, "operator", timezone.now())
+    assert scrape(client)[key] == 4
+
+
+def test_a_scrape_does_not_read_what_the_checkpoint_holds(client, agent):
+    """Incremental, not a full scan: a folded row is not aggregated again (were an old row
+    changed behind the audit's back, the counter would not move)."""
+    old = decided_at(agent.agent, "operator", timezone.now() - timedelta(hours=2))
+    key = ("oversight_decisions_total", (("outcome", "approved"), ("source", "operator")))
+    assert scrape(client)[key] == 1
+    OversightRequest.objects.filter(id=old.id).update(decision_source="timeout")
+    again = scrape(client)
+    assert again[key] == 1
+    assert ("oversight_decisions_total", (("outcome", "approved"), ("source", "timeout"))) not in again
+
+
+def test_the_histogram_adds_checkpoint_and_recent_rows(client, agent):
+    now = timezone.now()
+    decided_at(agent.agent, "operator", now - timedelta(hours=1), took=20)
+    decided_at(agent.agent, "operator", now, took=100)
+    m = scrape(client)
+    operator = (("source", "operator"),)
+    assert m[("oversight_time_to_decision_seconds_count", operator)] == 2
+    assert m[("oversight_time_to_decision_seconds_bucket", (("le", "30.0"), *operator))] == 1
+    assert m[("oversight_time_to_decision_seconds_bucket", (("le", "120.0"), *operator))] == 2
+    assert m[("oversight_time_to_decision_seconds_sum", operator)] == pytest.approx(120, abs=1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scrapes_folding_at_the_same_time_count_each_decision_once(agent):
+    import threading
+
+    from django.db import connection
+
+    from monitoring.metrics import counted_figures
+    from monitoring.models import MetricsCheckpoint
+
+    now = timezone.now()
+    for minutes in range(10, 70, 2):
+        decided_at(agent.agent, "operator", now - timedelta(minutes=minutes))
+    results, errors = [], []
+    start = threading.Barrier(6)
+
+    def scrape_once():
+        try:
+            start.wait()
+            results.append(counted_figures(now)["decisions"]["operator/approved"])
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=scrape_once) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert results == [30] * 6
+    assert MetricsCheckpoint.objects.get().figures["decisions"] == {"operator/approved": 30}

@@ -35,7 +35,7 @@ def test_editing_a_policy_writes_a_new_version(admin_client):
     data = {
         "memory_pressure": "85", "delegation_depth": "4", "circular_refs": "3", "timeout_seconds": "300",
         "timeout_action": "reject", "escalate_after": "0.5", "escalation_contacts": "[]", "trusted_agents": '["ci-bot"]',
-        "note": "quieter",
+        "note": "quieter", "max_standing_seconds": "0",
     }
     response = admin_client.post(f"/admin/oversight/policy/{policy.pk}/change/", data)
     assert response.status_code == 302, response.content.decode()[:2000]

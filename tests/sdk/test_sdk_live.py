@@ -293,6 +293,21 @@ def test_a_checkpoint_blocks_until_an_operator_approves(sdk, agent):
     assert ran == [str(row.id)]
 
 
+def test_a_checkpoint_hands_over_the_payload_approved_with_changes_and_the_note(sdk, agent):
+    def guarded():
+        with sdk.checkpoint("delegate", "Delegate scraping", payload={"depth": 6}, metrics=DEEP, timeout=30) as approval:
+            return approval
+
+    gate = Background(guarded)
+    row = pending_request(agent)
+    actions.do_decide(row.id, outcome=Status.APPROVED, source=Source.OPERATOR, by="olivia",
+                      payload={"depth": 2}, note="Two levels are enough")
+
+    approval = gate.result()
+    assert approval.payload == {"depth": 2} and approval.submitted_payload == {"depth": 6}
+    assert approval.changed and approval.note == "Two levels are enough"
+
+
 def test_a_checkpoint_raises_rejected_with_the_reason(sdk, agent):
     ran = []
 

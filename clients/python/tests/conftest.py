@@ -121,17 +121,21 @@ class FakeOversight:
         return [c.body for c in self.calls_to("POST", "/api/v1/requests")]
 
     def decide(self, request_id: str, outcome: str, reason: str = "", by: str | None = "alice",
-               source: str = "operator") -> bool:
+               source: str = "operator", *, payload: dict | None = None, note: str = "") -> bool:
         with self.lock:
             resource = self.requests[request_id]
             if resource["status"] != "pending":
                 return False
             self._decide(resource, outcome, reason, by, source)
+            resource["decision"]["note"] = note
+            if payload is not None:
+                resource["decision"]["payload"] = payload
             self.lock.notify_all()
             return True
 
     def decide_when(self, ready: Callable[[], str | None], outcome: str, reason: str = "",
-                    after: float = 0.1, source: str = "operator") -> threading.Thread:
+                    after: float = 0.1, source: str = "operator",
+                    **changes: Any) -> threading.Thread:
         """In the background: once ``ready()`` names a request, decide it ``after`` later."""
 
         def run() -> None:
@@ -141,7 +145,7 @@ class FakeOversight:
                 if request_id:
                     time.sleep(after)
                     by = None if source == "agent" else "alice"
-                    self.decide(request_id, outcome, reason, by=by, source=source)
+                    self.decide(request_id, outcome, reason, by=by, source=source, **changes)
                     return
                 time.sleep(0.01)
 
@@ -150,7 +154,7 @@ class FakeOversight:
         return thread
 
     def decide_next(self, operation: str, outcome: str, reason: str = "", after: float = 0.1,
-                    source: str = "operator") -> threading.Thread:
+                    source: str = "operator", **changes: Any) -> threading.Thread:
         """Decide the first pending request of ``operation`` once it appears."""
 
         def ready() -> str | None:
@@ -161,7 +165,7 @@ class FakeOversight:
                         return request_id
             return None
 
-        return self.decide_when(ready, outcome, reason, after, source)
+        return self.decide_when(ready, outcome, reason, after, source, **changes)
 
     # the API
 

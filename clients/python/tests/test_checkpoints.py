@@ -5,6 +5,7 @@ import pytest
 
 from oversight_client import (
     Cancelled,
+    PayloadChanged,
     Rejected,
     TimedOut,
     Unavailable,
@@ -261,3 +262,70 @@ def test_it_uses_the_default_client_when_none_is_given(fake, monkeypatch, reset_
     assert scrape() == "ok"
     assert len(fake.requests) == 1
     set_default_client(None)
+
+
+EDITED = {"url": "https://example.org", "depth": 2}
+
+
+def test_it_hands_over_the_payload_an_operator_approved_with_changes(client, fake):
+    fake.decide_next("delegate", "approved", payload=EDITED, note="depth 2 is plenty")
+
+    asked = {"url": "https://example.org", "depth": 6}
+    with client.checkpoint("delegate", summary="Delegate", payload=asked,
+                           metrics=HOT, timeout=10) as approval:
+        ran = approval.payload
+
+    assert ran == EDITED and approval.changed and approval.note == "depth 2 is plenty"
+    assert approval.submitted_payload == {"url": "https://example.org", "depth": 6}
+
+
+def test_an_unchanged_approval_hands_over_the_payload_as_submitted(client, fake):
+    fake.decide_next("delegate", "approved")
+
+    with client.checkpoint("delegate", summary="Delegate", payload={"depth": 6},
+                           metrics=HOT, timeout=10) as approval:
+        assert approval.payload == {"depth": 6} and not approval.changed and approval.note == ""
+
+
+def test_a_rejection_carries_the_operators_note(client, fake):
+    fake.decide_next("delegate", "rejected", "too deep", note="retry with depth 2")
+
+    with (pytest.raises(Rejected) as caught,
+          client.checkpoint("delegate", summary="Delegate", metrics=HOT, timeout=10)):
+        pass
+
+    assert caught.value.reason == "too deep" and caught.value.note == "retry with depth 2"
+
+
+def test_a_decorated_function_gets_the_approval_when_it_takes_one(client, fake):
+    fake.decide_next("delegate", "approved", payload=EDITED)
+
+    @require_approval("delegate", "Delegate", client=client, metrics=HOT, timeout=10,
+                      payload=lambda url, depth, approval=None: {"url": url, "depth": depth})
+    def scrape(url, depth, approval=None):
+        return approval.payload
+
+    assert scrape("https://example.org", 6) == EDITED
+
+
+def test_a_decorated_function_that_cannot_take_the_changes_is_not_run(client, fake):
+    fake.decide_next("delegate", "approved", payload=EDITED)
+    ran = []
+
+    @require_approval("delegate", "Delegate", client=client, metrics=HOT, timeout=10)
+    def scrape(url, depth):
+        ran.append((url, depth))
+
+    with pytest.raises(PayloadChanged):
+        scrape("https://example.org", 6)
+    assert ran == []
+
+
+def test_a_decorated_function_without_the_parameter_runs_when_nothing_changed(client, fake):
+    fake.decide_next("delegate", "approved")
+
+    @require_approval("delegate", "Delegate", client=client, metrics=HOT, timeout=10)
+    def scrape(url, depth):
+        return (url, depth)
+
+    assert scrape("https://example.org", 6) == ("https://example.org", 6)

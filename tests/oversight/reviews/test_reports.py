@@ -282,3 +282,14 @@ def test_it_tells_preset_reasons_from_free_text(scraper):
                  reason="my own words", after=10)
     reasons = {r["reason"]: r["preset"] for r in nov()["reject_reasons"]}
     assert reasons == {REJECT_PRESETS[1].lower(): True, "my own words": False}
+
+
+
+def test_standing_approvals_are_counted_apart(scraper):
+    t = at("2026-11-10 09:00")
+    make_request(scraper, t, metrics=HOT, outcome=Status.APPROVED, source=Source.STANDING, by="olivia", after=0)
+    make_request(scraper, t)  # policy
+    data = nov()
+    assert (data["headline"]["standing_approved"], data["headline"]["policy_approved"]) == (1, 1)
+    assert sum(day["standing"] for day in data["daily"]) == 1
+    assert any(card["key"] == "standing_approved" and card["value"] == "1" for card in reports.cards(data))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ._protocol import MAX_WAIT, Flow, Protocol
 from .auto_metrics import fill_metrics
 from .cycles import find_cycles
-from .errors import Cancelled, OversightError, Rejected, TimedOut, Unavailable
+from .errors import Cancelled, OversightError, PayloadChanged, Rejected, TimedOut, Unavailable
 from .models import OversightRequest
 
 if TYPE_CHECKING:
@@ -192,6 +192,23 @@ def _resolve(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return value(*args, **kwargs) if callable(value) else value
 
 
+def _hand_over(fn: Callable[..., Any], approval_arg: str, request: OversightRequest | None,
+               kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's keyword arguments, with the approved request under ``approval_arg`` when
+    ``fn`` takes it. An approval with changes that ``fn`` cannot receive stops the call:
+    running the arguments as they were would run what nobody approved."""
+    takes_it = approval_arg in inspect.signature(fn).parameters
+    if takes_it:
+        return kwargs | {approval_arg: request}
+    if request is not None and request.changed:
+        raise PayloadChanged(
+            f"{request.operation} was approved with changes to its payload, and "
+            f"{fn.__qualname__} has no `{approval_arg}` parameter to receive them: not run",
+            request=request,
+        )
+    return kwargs
+
+
 def require_approval(
     operation: str,
     summary: str | Callable[..., str] | None = None,
@@ -199,6 +216,7 @@ def require_approval(
     client: Client | AsyncClient | None = None,
     payload: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
     metrics: Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None = None,
+    approval_arg: str = "approval",
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: every call passes a checkpoint first, and runs only if approved.
@@ -207,6 +225,11 @@ def require_approval(
     arguments. Without ``client`` the default client (from the environment) is used.
     Coroutine functions are supported; with a blocking ``Client`` the wait happens in a
     worker thread. Other keyword options are those of ``Checkpoint``.
+
+    A function with a parameter named ``approval_arg`` (default ``approval``) gets the
+    approved request there: run ``approval.payload`` (what was approved, with any
+    operator's changes) and read ``approval.note``. An approval with changes to a
+    function without that parameter raises ``PayloadChanged`` instead of running it.
     """
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -225,15 +248,15 @@ def require_approval(
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with make(args, kwargs):
-                    return await fn(*args, **kwargs)
+                async with make(args, kwargs) as approval:
+                    return await fn(*args, **_hand_over(fn, approval_arg, approval, kwargs))
 
             return async_wrapper
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with make(args, kwargs):
-                return fn(*args, **kwargs)
+            with make(args, kwargs) as approval:
+                return fn(*args, **_hand_over(fn, approval_arg, approval, kwargs))
 
         return wrapper
 

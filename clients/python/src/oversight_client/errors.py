@@ -52,6 +52,19 @@ class Rejected(OversightError):
         decision = self.request.decision if self.request else None
         return decision.reason if decision else ""
 
+    @property
+    def note(self) -> str:
+        """The operator's note: how to do better next time ("" when none)."""
+        decision = self.request.decision if self.request else None
+        return decision.note if decision else ""
+
+
+class PayloadChanged(OversightError):
+    """Approved with changes to the payload that the code about to run cannot take:
+    the call is not made (see ``require_approval``'s ``approval_arg``)."""
+
+    default_code = "payload_changed"
+
 
 class Cancelled(OversightError):
     """The request was cancelled (by this agent, possibly from another process)."""

@@ -22,6 +22,10 @@ class Decision:
     by: str | None
     reason: str
     decided_at: datetime | None
+    # The operator's note to the agent (approvals and rejects alike); "" when none.
+    note: str = ""
+    # Set only when an operator approved with changes: the payload to run instead.
+    payload: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Decision:
@@ -31,6 +35,8 @@ class Decision:
             by=data.get("by"),
             reason=data.get("reason") or "",
             decided_at=parse_time(data.get("decided_at")),
+            note=data.get("note") or "",
+            payload=data.get("payload"),
         )
 
 
@@ -57,6 +63,13 @@ class Trigger:
 
 @dataclass(frozen=True)
 class OversightRequest:
+    """One oversight request as the server last described it.
+
+    ``payload`` is what the agent may run: the payload an operator approved with
+    changes when there is one, else the payload as submitted (``submitted_payload``).
+    Act on ``payload``, never on your own copy of the arguments.
+    """
+
     id: str
     agent: str
     operation: str
@@ -91,15 +104,30 @@ class OversightRequest:
     def reason(self) -> str:
         return self.decision.reason if self.decision else ""
 
+    @property
+    def note(self) -> str:
+        """The operator's note to the agent, with an approval or a reject ("" when none)."""
+        return self.decision.note if self.decision else ""
+
+    @property
+    def submitted_payload(self) -> dict[str, Any]:
+        return self.raw.get("payload") or {}
+
+    @property
+    def changed(self) -> bool:
+        """Whether an operator approved with changes to the payload."""
+        return self.decision is not None and self.decision.payload is not None
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OversightRequest:
         decision = data.get("decision")
+        approved_payload = decision.get("payload") if decision else None
         return cls(
             id=str(data["id"]),
             agent=data.get("agent", ""),
             operation=data.get("operation", ""),
             summary=data.get("summary", ""),
-            payload=data.get("payload") or {},
+            payload=approved_payload if approved_payload is not None else data.get("payload") or {},
             metrics=data.get("metrics") or {},
             status=data.get("status", ""),
             critical=bool(data.get("critical")),

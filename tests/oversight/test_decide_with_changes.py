@@ -1,0 +1,119 @@
+"""Approving with an edited payload, and a note to the agent with either outcome."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+
+from oversight import actions
+from oversight.diffs import json_changes
+from oversight.models import AuditEvent, Status
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the API reads from a thread of its own
+
+JSON = {"Accept": "application/json"}
+SUBMITTED = {"url": "https://example.org", "depth": 5, "headers": {"ua": "bot"}}
+
+
+@pytest.fixture
+def pending(agent):
+    submission = actions.Submission(
+        operation="delegate", summary="Scrape", payload=SUBMITTED, metrics={"memory_pressure": 91.0}
+    )
+    return actions.do_submit(agent.agent, submission)[0]
+
+
+def decide(client, req, **data):
+    return client.post(f"/requests/{req.id}/decide", data, headers=JSON)
+
+
+def api_read(agent, req) -> dict:
+    """What the agent reads, from a client of its own (no operator's session)."""
+    return Client().get(f"/api/v1/requests/{req.id}", headers=agent.headers).json()
+
+
+def test_it_approves_with_an_edited_payload_and_a_note(client, operator, agent, pending):
+    client.force_login(operator)
+    edited = {"url": "https://example.org", "depth": 2, "headers": {"ua": "bot", "from": "ops"}}
+    response = decide(client, pending, outcome="approve", payload=json.dumps(edited), note=" Depth 2 is plenty ")
+    assert response.status_code == 200
+    decision = response.json()["request"]["decision"]
+    assert decision["payload"] == edited and decision["note"] == "Depth 2 is plenty"
+    # The agent reads the same: the payload it may run, beside the one it asked with.
+    resource = api_read(agent, pending)
+    assert resource["decision"]["payload"] == edited and resource["payload"] == SUBMITTED
+    event = pending.events.get(kind=AuditEvent.Kind.DECIDED)
+    assert event.data["note"] == "Depth 2 is plenty"
+    assert event.data["payload_changes"] == [
+        {"op": "replace", "path": "/depth", "from": 5, "to": 2},
+        {"op": "add", "path": "/headers/from", "to": "ops"},
+    ]
+
+
+def test_an_unchanged_payload_is_no_change(client, operator, agent, pending):
+    client.force_login(operator)
+    same = json.dumps(dict(reversed(SUBMITTED.items())), indent=2)
+    decision = decide(client, pending, outcome="approve", payload=same).json()["request"]["decision"]
+    assert "payload" not in decision and decision["note"] == ""
+    assert "payload_changes" not in pending.events.get(kind=AuditEvent.Kind.DECIDED).data
+
+
+def test_a_reject_carries_its_note_to_the_agent(client, operator, agent, pending):
+    client.force_login(operator)
+    response = decide(client, pending, outcome="reject", reason="Too deep", note="Retry with depth ≤ 2")
+    assert response.status_code == 200
+    decision = api_read(agent, pending)["decision"]
+    assert (decision["outcome"], decision["reason"], decision["note"]) == ("rejected", "Too deep", "Retry with depth ≤ 2")
+    assert "payload" not in decision
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"outcome": "approve", "payload": "{not json"}, "not valid JSON"),
+        ({"outcome": "approve", "payload": "[1, 2]"}, "must be a JSON object"),
+        ({"outcome": "approve", "payload": '{"n": NaN}'}, "not valid JSON"),
+        ({"outcome": "approve", "payload": json.dumps({"x": "y" * 70_000})}, "over 64 KiB"),
+        ({"outcome": "reject", "reason": "no", "payload": '{"a": 1}'}, "Only an approval"),
+        ({"outcome": "approve", "note": "n" * 2001}, "at most 2,000 characters"),
+    ],
+)
+def test_bad_changes_are_a_400_and_the_request_stays_pending(client, operator, pending, fields, message):
+    client.force_login(operator)
+    response = decide(client, pending, **fields)
+    assert response.status_code == 400
+    assert message in response.json()["error"]["message"]
+    pending.refresh_from_db()
+    assert pending.status == Status.PENDING
+
+
+def test_a_bulk_decision_never_edits_payloads_but_carries_a_note(client, operator, agent, pending):
+    client.force_login(operator)
+    response = client.post(
+        "/requests/decide", {"ids": [str(pending.id)], "outcome": "approve", "payload": '{"a": 1}'}, headers=JSON
+    )
+    assert response.status_code == 400
+    pending.refresh_from_db()
+    assert pending.status == Status.PENDING
+    response = client.post(
+        "/requests/decide", {"ids": [str(pending.id)], "outcome": "approve", "note": "All fine"}, headers=JSON
+    )
+    assert response.status_code == 200
+    assert response.json()["results"][0]["request"]["decision"]["note"] == "All fine"
+
+
+def test_the_openapi_document_describes_the_new_decision_fields(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    decision = schema["components"]["schemas"]["Decision"]["properties"]
+    assert {"note", "payload"} <= decision.keys()
+
+
+def test_changes_are_listed_by_json_pointer():
+    assert json_changes({"a/b": 1, "l": [1]}, {"a/b": 1, "l": [1, 2], "x": None}) == [
+        {"op": "replace", "path": "/l", "from": [1], "to": [1, 2]},
+        {"op": "add", "path": "/x", "to": None},
+    ]
+    assert json_changes({"n": 1}, {"n": 1.0}) == [{"op": "replace", "path": "/n", "from": 1, "to": 1.0}]
+    assert json_changes({"k": {"~": 1}}, {"k": {}}) == [{"op": "remove", "path": "/k/~0", "from": 1}]
