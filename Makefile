@@ -14,7 +14,7 @@ install:
 	if [ "$$(cat $(STAMP) 2>/dev/null)" != "$$want" ]; then \
 		echo "Installing the pinned requirements ..."; \
 		$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt && \
-		{ [ ! -f clients/python/pyproject.toml ] || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e clients/python; } && \
+		{ [ ! -f clients/python/pyproject.toml ] || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e 'clients/python[mcp,receipts]'; } && \
 		echo "$$want" > $(STAMP); \
 	fi
 

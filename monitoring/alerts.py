@@ -199,5 +199,14 @@ def acknowledge(alert_id: int, username: str, now: datetime | None = None) -> bo
     )
 
 
+def mark_false_positive(alert_id: int, username: str, reason: str, now: datetime | None = None) -> bool:
+    """An operator marks an alert a false positive (who, when, why); False when it already was."""
+    return bool(
+        Alert.objects.filter(id=alert_id, false_positive_at__isnull=True).update(
+            false_positive_by=username, false_positive_at=now or timezone.now(), false_positive_reason=reason
+        )
+    )
+
+
 def firing() -> list[Alert]:
     return list(Alert.objects.filter(resolved_at__isnull=True).order_by("-started_at", "-id"))

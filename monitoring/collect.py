@@ -41,6 +41,7 @@ class Reading:
     swap_total_bytes: int
     swap_used_bytes: int
     cgroup_pressure: float | None = None
+    cgroup_limit_bytes: int | None = None
     psi: dict[str, float] = field(default_factory=dict)
     top_processes: list[dict] = field(default_factory=list)
 
@@ -165,6 +166,15 @@ def _top_processes_psutil(n: int) -> list[dict]:
     ]
 
 
+def cgroup_limit(directory: Path) -> int | None:
+    """The cgroup's memory.max in bytes; None when unlimited or unreadable."""
+    try:
+        text = (directory / "memory.max").read_text().strip()
+        return None if text == "max" else int(text)
+    except (OSError, ValueError):
+        return None
+
+
 def read_host(host: str, *, top: int | None = None, cgroup: Path | bool | None = True) -> Reading:
     """Measure this machine now. `cgroup=True` finds our cgroup; a Path uses that one (tests)."""
     memory = psutil.virtual_memory()
@@ -182,6 +192,7 @@ def read_host(host: str, *, top: int | None = None, cgroup: Path | bool | None =
         swap_total_bytes=swap.total,
         swap_used_bytes=swap.used,
         cgroup_pressure=None if in_cgroup is None else round(in_cgroup, 2),
+        cgroup_limit_bytes=cgroup_limit(directory) if directory else None,
         psi=read_psi(),
         top_processes=top_processes(settings.MONITORING_TOP_PROCESSES if top is None else top),
     )
@@ -223,6 +234,7 @@ def collect_one_sample(host: str, *, reading: Reading | None = None):
         swap_total_bytes=reading.swap_total_bytes,
         swap_used_bytes=reading.swap_used_bytes,
         cgroup_pressure=reading.cgroup_pressure,
+        cgroup_limit_bytes=reading.cgroup_limit_bytes,
         psi_some_avg10=reading.psi.get("some_avg10"),
         psi_some_avg60=reading.psi.get("some_avg60"),
         psi_full_avg10=reading.psi.get("full_avg10"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import timedelta
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
@@ -16,7 +18,7 @@ HOST_TOTAL_TTL = 60
 
 def store_agent_samples(agent, host: str, samples: list[dict]) -> int:
     """Store validated samples in one batch; remember the agent's host; feed the
-    per-process pressure alerts. Returns the count."""
+    per-process pressure alerts with the timely ones. Returns the count."""
     now = timezone.now()
     rows = [_row(agent, host, s, now) for s in samples]
     with transaction.atomic():
@@ -25,7 +27,9 @@ def store_agent_samples(agent, host: str, samples: list[dict]) -> int:
             type(agent).objects.filter(pk=agent.pk).update(last_host=host)
             agent.last_host = host
     count_ingested("agent", len(rows))
-    observe_processes(agent, host, rows)
+    # A backfilled sample is history: kept and scanned for leaks, never an alert now.
+    late = timedelta(seconds=settings.MONITORING_LATE_SAMPLE_SECONDS)
+    observe_processes(agent, host, [row for row in rows if now - row.at <= late])
     return len(rows)
 
 

@@ -18,6 +18,7 @@ class HostSample(models.Model):
     swap_total_bytes = models.BigIntegerField(default=0)
     swap_used_bytes = models.BigIntegerField(default=0)
     cgroup_pressure = models.FloatField(null=True, blank=True)
+    cgroup_limit_bytes = models.BigIntegerField(null=True, blank=True, help_text="The cgroup's memory.max, when limited.")
     psi_some_avg10 = models.FloatField(null=True, blank=True)
     psi_some_avg60 = models.FloatField(null=True, blank=True)
     psi_full_avg10 = models.FloatField(null=True, blank=True)
@@ -124,6 +125,10 @@ class Alert(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
     acknowledged_by = models.CharField(max_length=150, blank=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
+    # Write-once: an operator marked it a false positive (who, when, why).
+    false_positive_by = models.CharField(max_length=150, blank=True)
+    false_positive_at = models.DateTimeField(null=True, blank=True)
+    false_positive_reason = models.TextField(blank=True)
 
     class Meta:
         indexes = [
@@ -157,8 +162,16 @@ class AlertTrack(models.Model):
         ]
 
 
+class LeakStatus(models.TextChoices):
+    SUSPECTED = "suspected"
+    CLEARED = "cleared"  # the trend stopped
+    DISMISSED = "dismissed"  # an operator marked it a false positive
+
+
 class LeakFinding(models.Model):
-    """A process whose memory keeps rising: a robust trend confirmed over consecutive windows."""
+    """A process whose memory keeps rising: a robust trend confirmed over consecutive windows.
+
+    `agent` is empty for a host process (found in the workers' top-process samples)."""
 
     agent = models.ForeignKey("oversight.Agent", on_delete=models.SET_NULL, null=True, blank=True, related_name="leaks")
     host = models.CharField(max_length=255)
@@ -167,10 +180,15 @@ class LeakFinding(models.Model):
     slope_bytes_per_hour = models.FloatField()
     detected_at = models.DateTimeField()
     exhaustion_at = models.DateTimeField(null=True, blank=True)
-    confidence = models.FloatField(help_text="0–1: 1 − the Mann–Kendall p-value of the weakest window.")
-    rss_bytes = models.BigIntegerField(default=0, help_text="The median RSS of the latest window.")
+    confidence = models.FloatField(help_text="0–1: how far the net growth stands above the noise (1 − 1/z).")
+    rss_bytes = models.BigIntegerField(default=0, help_text="The fitted level at last_seen_at.")
     windows = models.PositiveSmallIntegerField(default=2)
-    last_seen_at = models.DateTimeField(help_text="The latest scan that still found the trend.")
+    last_seen_at = models.DateTimeField(help_text="The end of the latest span that still showed the trend.")
+    status = models.CharField(max_length=10, choices=LeakStatus.choices, default=LeakStatus.SUSPECTED)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    dismissed_by = models.CharField(max_length=150, blank=True)
+    dismissed_at = models.DateTimeField(null=True, blank=True)
+    dismiss_reason = models.TextField(blank=True)
 
     class Meta:
         indexes = [
@@ -180,6 +198,22 @@ class LeakFinding(models.Model):
 
     def __str__(self) -> str:
         return f"leak {self.process or self.pid} on {self.host}"
+
+
+class LeakWeek(models.Model):
+    """The weekly leak scan's figures for one week (Monday 00:00 UTC to the next)."""
+
+    week = models.DateField(unique=True, help_text="The Monday the week starts on.")
+    findings = models.PositiveIntegerField()
+    processes = models.PositiveIntegerField()
+    fastest_bytes_per_hour = models.FloatField()
+    cleared = models.PositiveIntegerField()
+    dismissed = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    mailed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"leaks in the week of {self.week}"
 
 
 class MetricsCheckpoint(models.Model):

@@ -77,9 +77,54 @@ def leak_scan() -> int:
 
 
 @shared_task(name="monitoring.leak_summary", ignore_result=True)
-def leak_summary() -> dict:
-    from monitoring.leaks import weekly_summary
+def leak_summary() -> bool:
+    return handle_weekly_leaks()
 
-    summary = weekly_summary()
-    log.info("Leak suspects this week: %s", summary)
-    return summary
+
+def handle_weekly_leaks(now=None) -> bool:
+    """Store the week just ended once; mail managers only when this call stored it, so a
+    second run (or a second beat) stores and sends nothing."""
+    from monitoring.leaks import handle_one_week
+
+    week, created = handle_one_week(now)
+    log.info("Leak findings in the week of %s: %s", week.week, week.findings)
+    if created:
+        send_weekly_leaks(week)
+    return created
+
+
+def weekly_leaks_text(week) -> str:
+    from django.conf import settings
+
+    mib = 1 << 20
+    return "\n".join([
+        f"Leak scan of the week of {week.week} (UTC):",
+        "",
+        f"Findings: {week.findings}",
+        f"Processes: {week.processes}",
+        f"Fastest growth: {week.fastest_bytes_per_hour / mib:.1f} MiB/h",
+        f"Cleared: {week.cleared}",
+        f"Dismissed as false positives: {week.dismissed}",
+        "",
+        f"Every week: {settings.SITE_URL}/monitoring/leaks/weekly/",
+    ])
+
+
+def send_weekly_leaks(week) -> int:
+    """Mail the week to managers; a failing mail server is logged, the week stays stored."""
+    from django.core.mail import send_mail
+    from django.utils import timezone
+
+    from monitoring.models import LeakWeek
+    from oversight.reviews.tasks import manager_emails
+
+    recipients = manager_emails()
+    if not recipients:
+        return 0
+    try:
+        sent = send_mail(f"Oversight leak scan, week of {week.week}", weekly_leaks_text(week), None, recipients)
+    except Exception:  # the stored week is what matters
+        log.exception("Could not mail the leak scan of the week of %s", week.week)
+        return 0
+    LeakWeek.objects.filter(pk=week.pk).update(mailed_at=timezone.now())
+    return sent

@@ -11,9 +11,10 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from monitoring import alerts
+from monitoring import alerts, leaks
 from monitoring.leaks import finding_dict
-from monitoring.models import AgentRollup, AgentSample, Alert, HostRollup, HostSample, LeakFinding
+from monitoring.models import AgentRollup, AgentSample, Alert, HostRollup, HostSample, LeakFinding, LeakWeek
+from oversight.api.errors import error_response
 from oversight.roles import MANAGERS, OPERATORS, role_required
 from oversight.serializers import iso
 
@@ -62,7 +63,10 @@ def monitoring_page(request: HttpRequest):
         "hosts": host_cards(now),
         "firing": alerts.firing(),
         "recent": Alert.objects.filter(resolved_at__isnull=False).order_by("-resolved_at")[:20],
-        "leaks": LeakFinding.objects.select_related("agent").order_by("-detected_at")[:20],
+        "leaks": [
+            {"finding": f, "evidence": leaks.evidence(f)}
+            for f in LeakFinding.objects.select_related("agent").order_by("-detected_at")[:20]
+        ],
         "processes": agent_processes(now),
         "thresholds": {
             "warning": settings.MONITORING_WARNING_RAISE,
@@ -140,8 +144,100 @@ def process_series(request: HttpRequest):
 @require_GET
 @role_required(OPERATORS, MANAGERS)
 def leaks_json(request: HttpRequest):
-    findings = LeakFinding.objects.select_related("agent").order_by("-detected_at")[:50]
-    return JsonResponse({"findings": [finding_dict(f) for f in findings]})
+    """Findings, newest first, with §9.6's fields; `?status=` narrows to one status."""
+    findings = LeakFinding.objects.select_related("agent").order_by("-detected_at")
+    status = request.GET.get("status")
+    if status:
+        findings = findings.filter(status=status)
+    return JsonResponse({"findings": [finding_dict(f) for f in findings[:200]]})
+
+
+@require_GET
+@role_required(OPERATORS, MANAGERS)
+def leak_series(request: HttpRequest, finding_id: int):
+    """One finding's samples (the judged span and the history before it) and its fitted line."""
+    finding = LeakFinding.objects.filter(id=finding_id).select_related("agent").first()
+    if finding is None:
+        return error_response(404, "not_found", "No such finding.")
+    p = leaks.params()
+    since = finding.last_seen_at - timedelta(seconds=p.span() + p.history)
+    until = max(finding.last_seen_at, finding.cleared_at or finding.last_seen_at)
+    if finding.agent_id is not None:
+        rows = AgentSample.objects.filter(agent_id=finding.agent_id, host=finding.host, pid=finding.pid,
+                                          at__gte=since, at__lte=until).order_by("at").values_list("at", "rss_bytes")
+        points = [{"at": iso(at), "rss": rss} for at, rss in rows[:5000]]
+    else:
+        rows = HostSample.objects.filter(host=finding.host, at__gte=since, at__lte=until).order_by("at")
+        points = [
+            {"at": iso(at), "rss": proc["rss_bytes"]}
+            for at, top in rows.values_list("at", "top_processes")[:5000]
+            for proc in (top or ()) if isinstance(proc, dict) and proc.get("pid") == finding.pid
+        ]
+    span_start = finding.last_seen_at - timedelta(seconds=p.span())
+    fit = [
+        {"at": iso(span_start), "rss": round(finding.rss_bytes - finding.slope_bytes_per_hour * p.span() / 3600)},
+        {"at": iso(finding.last_seen_at), "rss": finding.rss_bytes},
+    ]
+    return JsonResponse({"finding": leaks.finding_detail(finding), "points": points, "fit": fit,
+                         "evidence": leaks.evidence(finding)})
+
+
+def _reason(request: HttpRequest) -> str:
+    return (request.POST.get("reason") or "").strip()[:2000]
+
+
+def _answer(request: HttpRequest, status: int, body: dict):
+    if "application/json" in request.headers.get("Accept", ""):
+        return JsonResponse(body, status=status)
+    if status >= 400:
+        return render(request, "error.html", {"title": "Not done", "message": body["error"]["message"]}, status=status)
+    return redirect("/monitoring/")
+
+
+@require_POST
+@role_required(OPERATORS)
+def dismiss_leak(request: HttpRequest, finding_id: int):
+    """An operator marks a finding a false positive, with a reason; the first mark stands."""
+    if not LeakFinding.objects.filter(id=finding_id).exists():
+        return error_response(404, "not_found", "No such finding.")
+    reason = _reason(request)
+    if not reason:
+        return _answer(request, 400, {"error": {"code": "validation_error", "message": "Say why it is a false positive.",
+                                                "details": {"reason": ["This field is required."]}}})
+    done = leaks.dismiss(finding_id, request.user.get_username(), reason)
+    finding = LeakFinding.objects.select_related("agent").get(id=finding_id)
+    if not done:
+        return _answer(request, 409, {"error": {"code": "conflict", "details": {},
+                                                "message": f"Already marked a false positive by {finding.dismissed_by}."}})
+    return _answer(request, 200, {"finding": leaks.finding_detail(finding)})
+
+
+@require_POST
+@role_required(OPERATORS)
+def alert_false_positive(request: HttpRequest, alert_id: int):
+    """An operator marks an alert a false positive, with a reason; the first mark stands."""
+    if not Alert.objects.filter(id=alert_id).exists():
+        return error_response(404, "not_found", "No such alert.")
+    reason = _reason(request)
+    if not reason:
+        return _answer(request, 400, {"error": {"code": "validation_error", "message": "Say why it is a false positive.",
+                                                "details": {"reason": ["This field is required."]}}})
+    done = alerts.mark_false_positive(alert_id, request.user.get_username(), reason)
+    alert = Alert.objects.get(id=alert_id)
+    if not done:
+        return _answer(request, 409, {"error": {"code": "conflict", "details": {},
+                                                "message": f"Already marked a false positive by {alert.false_positive_by}."}})
+    return _answer(request, 200, {"alert": alerts.alert_dict(alert), "false_positive_by": alert.false_positive_by,
+                                  "false_positive_reason": alert.false_positive_reason})
+
+
+@require_GET
+@role_required(OPERATORS, MANAGERS)
+def weekly_leaks(request: HttpRequest):
+    """The stored weekly leak scans, newest first, and the week so far."""
+    now = timezone.now()
+    so_far = leaks.weekly_summary(now + timedelta(days=7))  # the current week, live
+    return render(request, "monitoring/weekly.html", {"weeks": LeakWeek.objects.order_by("-week")[:104], "so_far": so_far})
 
 
 @require_POST

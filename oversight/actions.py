@@ -23,6 +23,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from oversight import policy as policies
+from oversight import receipts
 from oversight.diffs import json_changes
 from oversight.events import FEED_GROUP, ROUTINE_GROUP, request_group, send_event_on_commit
 from oversight.models import (
@@ -56,6 +57,39 @@ class SubmissionInvalid(Exception):
     def __init__(self, details: dict[str, list[str]]):
         self.details = details
         super().__init__(str(details))
+
+
+class OperationNotAllowed(Exception):
+    """The agent is restricted to other operations."""
+
+
+class TooManyPending(Exception):
+    def __init__(self, limit: int, retry_after: int):
+        self.limit = limit
+        self.retry_after = retry_after
+        super().__init__(f"At most {limit} pending requests.")
+
+
+class AlreadyApproved(Exception):
+    """This person already approved this request; a quorum needs different people."""
+
+    def __init__(self, request: OversightRequest):
+        self.request = request
+        super().__init__("You already approved this request; another operator must approve it too.")
+
+
+class IndividualApprovalRequired(Exception):
+    """A bulk decision never completes a quorum of two or more."""
+
+    def __init__(self, request: OversightRequest):
+        self.request = request
+        super().__init__("This request needs approvals from several operators: approve it on its own.")
+
+
+class PolicyInvalid(Exception):
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
 
 class IdempotencyConflict(Exception):
@@ -110,16 +144,27 @@ def _broadcast(req: OversightRequest, event_type: str) -> None:
     send_event_on_commit(event_type, {"request": request_dict(req)}, groups=groups)
 
 
+def check_host(agent: Agent, host: str | None) -> None:
+    """An agent with bound hosts may name no other host."""
+    if host and agent.hosts and host not in agent.hosts:
+        raise SubmissionInvalid({"metrics.host": ["is not one of this agent's bound hosts"]})
+
+
 def host_pressure_for(agent: Agent, metrics: dict, now: datetime) -> float | None:
-    """The agent's host's recent memory pressure, when the request carries none."""
-    if metrics.get("memory_pressure") is not None:
-        return None
+    """The monitored pressure of the agent's host from a sample under 60 s old.
+
+    The host is the one the request names when the agent may name it, else the
+    agent's bound hosts (the highest of them), else the host of its latest samples.
+    """
     from monitoring.hooks import recent_host_pressure
 
-    host = metrics.get("host") or agent.last_host
-    if not host:
-        return None
-    return recent_host_pressure(host, now)
+    named = metrics.get("host")
+    if agent.hosts:
+        hosts = [named] if named in agent.hosts else list(agent.hosts)
+    else:
+        hosts = [named or agent.last_host]
+    pressures = [p for p in (recent_host_pressure(h, now) for h in hosts if h) if p is not None]
+    return max(pressures) if pressures else None
 
 
 def do_submit(
@@ -137,10 +182,18 @@ def do_submit(
         if existing is not None:
             return existing, False
 
+    if agent.operations and submission.operation not in agent.operations:
+        raise OperationNotAllowed(f"This agent may only ask about: {', '.join(agent.operations)}.")
+    check_host(agent, submission.metrics.get("host"))
     policy = policies.current_policy(submission.operation)
     if submission.timeout_seconds is not None and submission.timeout_seconds > policy.timeout_seconds:
         raise SubmissionInvalid(
             {"timeout_seconds": [f"must be at most {policy.timeout_seconds}, the policy's timeout"]}
+        )
+    floor = min(policy.min_timeout_seconds, policy.timeout_seconds)
+    if submission.timeout_seconds is not None and submission.timeout_seconds < floor:
+        raise SubmissionInvalid(
+            {"timeout_seconds": [f"must be at least {floor}, the time the policy grants people"]}
         )
     pressure = host_pressure_for(agent, submission.metrics, now)
     evaluation = policies.evaluate(policy, agent_name=agent.name, metrics=submission.metrics, host_pressure=pressure)
@@ -162,11 +215,22 @@ def do_submit(
         policy_version=policy.version,
         created_at=now,
         timeout_action=policy.timeout_action,
+        required_approvals=policy.required_approvals,
+        approver_groups=list(policy.approver_groups or []),
+        owner_username=agent.owner.get_username() if agent.owner_id else "",
+        payload_digest=canonical_digest(submission.payload),
         callback_url=submission.callback_url,
         idempotency_key=submission.idempotency_key,
         body_digest=digest,
+        payload_sha256=receipts.payload_digest(submission.payload),
     )
-    if evaluation.critical:
+    earlier = _recent_reject(agent, req, policy, now)
+    if earlier is not None:
+        req.status = Status.REJECTED
+        req.decision_source = Source.POLICY
+        req.decision_reason = earlier.decision_reason
+        req.decided_at = now
+    elif evaluation.critical:
         req.deadline, req.escalate_at = deadline, escalate_at
     else:
         req.status = Status.APPROVED
@@ -176,11 +240,15 @@ def do_submit(
 
     try:
         with transaction.atomic():
-            if evaluation.critical:
+            if req.status == Status.PENDING:
                 # Taken in this transaction: were the insert rolled back, so is the use.
                 grant = use_standing_grant(agent, submission.operation, policy, evaluation.triggers, req.payload)
                 if grant is not None:
                     _approve_by_grant(req, grant, now)
+            if req.status == Status.PENDING:
+                _check_pending_limit(agent, now)
+            if req.status != Status.PENDING:
+                req.receipt = receipts.decision_receipt(req, now=now)
             req.save(force_insert=True)
             AuditEvent.objects.bulk_create(_submission_events(req, policy, now))
             if req.status == Status.PENDING:
@@ -197,6 +265,34 @@ def do_submit(
             raise
         return existing, False
     return req, True
+
+
+def _recent_reject(agent: Agent, req: OversightRequest, policy: Policy, now: datetime) -> OversightRequest | None:
+    """An operator's reject of the same operation and payload within the cooldown: asking
+    again at once is not a way around a person's no."""
+    if not policy.reject_cooldown_seconds:
+        return None
+    return (
+        OversightRequest.objects.filter(
+            agent=agent, operation=req.operation, payload_digest=req.payload_digest,
+            status=Status.REJECTED, decision_source=Source.OPERATOR,
+            decided_at__gt=now - timedelta(seconds=policy.reject_cooldown_seconds),
+        )
+        .order_by("-decided_at")
+        .first()
+    )
+
+
+def _check_pending_limit(agent: Agent, now: datetime) -> None:
+    """At most `max_pending` pending requests per agent. Locks the agent's row (on
+    PostgreSQL) so that concurrent submissions count one after another."""
+    Agent.objects.select_for_update().filter(pk=agent.pk).values_list("pk", flat=True).first()
+    pending = OversightRequest.objects.filter(agent=agent, status=Status.PENDING, deadline__gt=now)
+    if pending.count() < agent.max_pending:
+        return
+    soonest = pending.order_by("deadline").values_list("deadline", flat=True).first()
+    retry_after = max(1, int((soonest - now).total_seconds()) + 1) if soonest else 60
+    raise TooManyPending(agent.max_pending, retry_after)
 
 
 def _existing_for_key(agent: Agent, key: str, digest: str) -> OversightRequest | None:
@@ -241,6 +337,7 @@ def do_decide(
     note: str = "",
     grant: GrantAsked | None = None,
     now: datetime | None = None,
+    bulk: bool = False,
 ) -> OversightRequest:
     """Make the one final decision of a pending request, or raise AlreadyDecided.
 
@@ -258,6 +355,8 @@ def do_decide(
     now = now or timezone.now()
     if outcome not in (Status.APPROVED, Status.REJECTED, Status.CANCELLED):
         raise ValueError(f"Not a final outcome: {outcome!r}")
+    if outcome == Status.APPROVED and source == Source.OPERATOR:
+        return do_approve(request_id, by=by, reason=reason, payload=payload, note=note, grant=grant, now=now, bulk=bulk)
     claim = OversightRequest.objects.filter(id=request_id, status=Status.PENDING)
     if source != Source.TIMEOUT:
         claim = claim.filter(deadline__gt=now)
@@ -273,6 +372,7 @@ def do_decide(
         if won != 1:
             lost_to = req
         else:
+            receipts.attach(req, now=now)
             _decided_event(req).save()
             _broadcast(req, "request.decided")
             _schedule_callback(req)
@@ -284,6 +384,89 @@ def do_decide(
     if lost_to.status == Status.PENDING and source != Source.TIMEOUT:
         lost_to = apply_timeout_if_due(lost_to, now=now)
     raise AlreadyDecided(lost_to)
+
+
+def do_approve(
+    request_id,
+    *,
+    by: str,
+    reason: str = "",
+    payload: dict | None = None,
+    note: str = "",
+    grant: GrantAsked | None = None,
+    now: datetime | None = None,
+    bulk: bool = False,
+) -> OversightRequest:
+    """One operator's approval. The request is approved when `required_approvals`
+    different operators have approved it; until then it stays pending.
+
+    Each approval claims the row on `approval_count`, the number of approvals ever
+    given (compare-and-swap): of two approvals given at once one wins, the other reads
+    again and either adds itself after it or finds the request final. A reject or the
+    timeout claims on status, so exactly one final decision is ever written.
+
+    An approval with changes (`payload`) is for the new payload: it discards the
+    approvals given before it. Under a quorum a standing grant is made by the approval
+    that completes it, only if every approver asked for one (the shortest asked applies).
+    """
+    now = now or timezone.now()
+    while True:
+        req = _load(request_id)
+        if req.status != Status.PENDING:
+            raise AlreadyDecided(req)
+        if req.deadline is not None and req.deadline <= now:
+            raise AlreadyDecided(apply_timeout_if_due(req, now=now))
+        if payload is None and any(a.get("by") == by for a in req.approvals):
+            raise AlreadyApproved(req)
+        if bulk and req.required_approvals >= 2:
+            raise IndividualApprovalRequired(req)
+        entry = {"by": by, "at": iso(now)}
+        if grant is not None:
+            entry["grant"] = {"seconds": grant.seconds, "uses": grant.uses, "any_payload": grant.any_payload}
+        approvals = [entry] if payload is not None else [*req.approvals, entry]
+        count = req.approval_count
+        complete = len(approvals) >= req.required_approvals
+        changes = {"approvals": approvals, "approval_count": count + 1}
+        if payload is not None:
+            changes["decision_payload"] = payload
+        if complete:
+            changes |= {"status": Status.APPROVED, "decision_source": Source.OPERATOR, "decided_by": by,
+                        "decision_reason": reason, "decided_at": now, "decision_note": note}
+        with transaction.atomic():
+            won = OversightRequest.objects.filter(
+                id=request_id, status=Status.PENDING, approval_count=count, deadline__gt=now
+            ).update(**changes)
+            if won != 1:
+                continue  # someone else approved, rejected or timed it out first: look again
+            req = _load(request_id)
+            AuditEvent.objects.create(
+                request=req, kind=AuditEvent.Kind.APPROVED, at=now, actor=by,
+                data={"approvals": len(approvals), "required": req.required_approvals,
+                      "with_changes": payload is not None},
+            )
+            if not complete:
+                _broadcast(req, "request.updated")
+                return req
+            receipts.attach(req, now=now)
+            _decided_event(req).save()
+            _broadcast(req, "request.decided")
+            _schedule_callback(req)
+            agreed = _agreed_grant(approvals)
+            if agreed is not None:
+                make_standing_grant(req, agreed, by=by, now=now)
+            return req
+
+
+def _agreed_grant(approvals: list[dict]) -> GrantAsked | None:
+    """The grant every approver asked for (the shortest and fewest), or None."""
+    asks = [a.get("grant") for a in approvals]
+    if not asks or any(ask is None for ask in asks):
+        return None
+    return GrantAsked(
+        seconds=min(ask["seconds"] for ask in asks),
+        uses=min(ask["uses"] for ask in asks),
+        any_payload=all(ask["any_payload"] for ask in asks),
+    )
 
 
 def apply_timeout_if_due(req: OversightRequest, *, now: datetime | None = None) -> OversightRequest:
@@ -402,6 +585,11 @@ def do_change_policy(operation: str, changes: dict, *, by: str, note: str = "", 
         )
         base = current.settings_dict() if current else Policy(operation=operation).settings_dict()
         new_settings = base | changes
+        from oversight.policy_keys import check
+
+        errors = check(new_settings)
+        if errors:
+            raise PolicyInvalid(errors)
         version = (current.version + 1) if current else (
             (Policy.objects.filter(operation=operation).order_by("-version").values_list("version", flat=True).first() or 0) + 1
         )

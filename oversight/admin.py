@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html
 
 from oversight import actions
 from oversight.models import Agent, ApiKey, AuditEvent, OversightRequest, Policy
+from oversight.policy_keys import check
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -23,8 +25,9 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
-    list_display = ("name", "created_at", "active_keys", "last_host")
-    search_fields = ("name",)
+    list_display = ("name", "owner", "hosts", "operations", "max_pending", "created_at", "active_keys", "last_host")
+    search_fields = ("name", "owner__username")
+    list_select_related = ("owner",)
     readonly_fields = ("created_at", "last_host")
     inlines = [ApiKeyInline]
     actions = ["create_key", "revoke_keys"]
@@ -74,12 +77,26 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {count} key(s).")
 
 
+class PolicyForm(forms.ModelForm):
+    class Meta:
+        model = Policy
+        fields = "__all__"
+
+    def clean(self):
+        cleaned = super().clean()
+        for field, why in check(cleaned).items():
+            self.add_error(field if field in self.fields else None, why)
+        return cleaned
+
+
 @admin.register(Policy)
 class PolicyAdmin(admin.ModelAdmin):
     """Saving writes a new version through do_change_policy; old versions stay as they were."""
 
+    form = PolicyForm
     list_display = ("operation", "version", "is_current", "memory_pressure", "delegation_depth", "circular_refs",
-                    "always", "timeout_seconds", "timeout_action", "created_by", "created_at")
+                    "always", "timeout_seconds", "min_timeout_seconds", "timeout_action", "required_approvals",
+                    "created_by", "created_at")
     list_filter = ("is_current", "operation")
     fields = (*Policy.SETTING_FIELDS, "operation", "note")
     readonly_fields = ()

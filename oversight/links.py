@@ -31,7 +31,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from oversight import actions
+from oversight import actions, deciders
 from oversight.models import DecisionLink, OversightRequest, Source, Status
 from oversight.roles import OPERATORS, has_role
 from oversight.serializers import request_dict
@@ -65,8 +65,9 @@ def people_for_addresses(addresses: list[str]):
 
 
 def may_decide(user, req: OversightRequest) -> bool:
-    """Whether `user` may decide `req` at all (the same rule as the decide endpoint)."""
-    return bool(user.is_active and has_role(user, OPERATORS))
+    """Whether `user` may decide `req` (the decide endpoint's rule: operators, in the
+    policy's approver groups, never the agent's owner; and not after approving already)."""
+    return bool(user.is_active) and deciders.may_decide(user, req) and not deciders.has_approved(user, req)
 
 
 def _link(token: str) -> DecisionLink:
@@ -133,7 +134,7 @@ def _decide(request: HttpRequest, link: DecisionLink, token: str) -> HttpRespons
                 return _page(request, link, token, status=409, state="used")
             actions.do_decide(link.request_id, outcome=outcome, source=Source.OPERATOR,
                               by=request.user.get_username(), reason=reason[:2000])
-    except actions.AlreadyDecided:
+    except (actions.AlreadyDecided, actions.AlreadyApproved):
         return _page(request, link, token, status=409, state="used")
     link.request.refresh_from_db()
     return _page(request, link, token, state="done")

@@ -7,6 +7,7 @@ import hmac
 import secrets
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -26,6 +27,15 @@ class Agent(models.Model):
     # The host the agent last named in pushed samples: where its pressure is read
     # from when a request carries none.
     last_host = models.CharField(max_length=255, blank=True)
+    # Who runs this agent: never decides its requests.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="owned_agents"
+    )
+    # Bound hosts: once set, the agent's pressure is read from these, and it may name no other.
+    hosts = models.JSONField(default=list, blank=True)
+    # The operations it may ask about (empty: any).
+    operations = models.JSONField(default=list, blank=True)
+    max_pending = models.PositiveIntegerField(default=20, help_text="Critical requests it may have pending at once.")
 
     def __str__(self) -> str:
         return self.name
@@ -65,6 +75,11 @@ class TimeoutAction(models.TextChoices):
     REJECT = "reject"
 
 
+class MissingMetrics(models.TextChoices):
+    IGNORE = "ignore"
+    CRITICAL = "critical"
+
+
 class Policy(models.Model):
     """One version of the policy for an operation; an edit adds a new version.
 
@@ -89,9 +104,17 @@ class Policy(models.Model):
         default=0, help_text="Longest standing approval an operator may grant (0: never)."
     )
     trusted_agents = models.JSONField(default=list, blank=True)
+    min_timeout_seconds = models.PositiveIntegerField(default=60)
+    required_approvals = models.PositiveSmallIntegerField(default=1)
+    # Django group names whose members may decide (empty: every operator).
+    approver_groups = models.JSONField(default=list, blank=True)
+    missing_metrics = models.CharField(max_length=10, choices=MissingMetrics.choices, default=MissingMetrics.IGNORE)
+    reject_cooldown_seconds = models.PositiveIntegerField(default=300)
     note = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=150, blank=True)
+    # How long a receipt fetched later (GET .../receipt) stays valid.
+    receipt_ttl_seconds = models.PositiveIntegerField(default=600)
 
     class Meta:
         verbose_name_plural = "policies"
@@ -116,6 +139,12 @@ class Policy(models.Model):
         "escalate_after",
         "escalation_contacts",
         "trusted_agents",
+        "receipt_ttl_seconds",
+        "min_timeout_seconds",
+        "required_approvals",
+        "approver_groups",
+        "missing_metrics",
+        "reject_cooldown_seconds",
         "max_standing_seconds",
     )
 
@@ -176,6 +205,15 @@ class OversightRequest(models.Model):
     escalate_at = models.DateTimeField(null=True, blank=True)
     escalated_at = models.DateTimeField(null=True, blank=True)
     timeout_action = models.CharField(max_length=10, choices=TimeoutAction.choices)
+    # Who may decide, snapshot from the policy version (and the agent's owner) at submission.
+    required_approvals = models.PositiveSmallIntegerField(default=1)
+    approver_groups = models.JSONField(default=list, blank=True)
+    owner_username = models.CharField(max_length=150, blank=True)
+    # [{"by", "at"}] in order; `approval_count` is what an approval's conditional UPDATE claims.
+    approvals = models.JSONField(default=list, blank=True)
+    approval_count = models.PositiveSmallIntegerField(default=0)
+    # SHA-256 of the canonical JSON of the payload: the reject cooldown's key.
+    payload_digest = models.CharField(max_length=64, blank=True)
     callback_url = models.URLField(max_length=2000, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     body_digest = models.CharField(max_length=64, blank=True)
@@ -183,6 +221,10 @@ class OversightRequest(models.Model):
     decided_by = models.CharField(max_length=150, blank=True)
     decision_reason = models.TextField(blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
+    # Signed decision receipts (oversight/receipts.py): the digest of the payload as
+    # submitted, and the compact JWS made once at decision time.
+    payload_sha256 = models.CharField(max_length=64, blank=True)
+    receipt = models.TextField(blank=True)
     # An approval with changes: the payload the agent may run (null: as submitted).
     decision_payload = models.JSONField(null=True, blank=True)
     # A note from the operator to the agent, with an approval or a reject.
@@ -210,6 +252,12 @@ class OversightRequest(models.Model):
             models.Index(fields=["status", "decided_at"], name="req_status_decided"),
             # History's default order (newest decisions first) and month reports.
             models.Index(fields=["-decided_at", "-id"], name="req_decided"),
+            # The reject cooldown: an agent's operator-rejected requests of one operation and payload.
+            models.Index(
+                fields=["agent", "operation", "payload_digest", "decided_at"],
+                condition=Q(status="rejected", decision_source="operator"),
+                name="req_reject_cooldown",
+            ),
             # Reports by month of submission.
             models.Index(fields=["created_at"], name="req_created"),
             # The monthly review's passes over a month (oversight/reviews/reports_pg.py) and the
@@ -249,6 +297,7 @@ class AuditEvent(models.Model):
         CALLBACK_DELIVERED = "callback_delivered"
         CALLBACK_FAILED = "callback_failed"
         POLICY_CHANGED = "policy_changed"
+        APPROVED = "approved"
         GRANT_CREATED = "grant_created"
         GRANT_REVOKED = "grant_revoked"
 
@@ -295,6 +344,40 @@ class MonthlyReview(models.Model):
 
     def __str__(self) -> str:
         return f"review {self.month}"
+
+
+class SigningKey(models.Model):
+    """An Ed25519 key that signs decision receipts; the private half encrypted with SECRET_KEY.
+
+    A key is published in the JWKS from `created_at` and signs from `signs_from`, so
+    verifiers can fetch it before its first receipt; it stays published until the
+    receipts it signed have expired (oversight/receipts.py).
+    """
+
+    kid = models.CharField(max_length=64, unique=True)
+    generation = models.PositiveIntegerField(unique=True)
+    private_key = models.TextField(help_text="The PEM private key, encrypted with SECRET_KEY.")
+    public_jwk = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    signs_from = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["generation"]
+
+    def __str__(self) -> str:
+        return f"signing key {self.kid}"
+
+
+class RateWindow(models.Model):
+    """A fixed one-minute request count per agent, kept in the database only while the
+    cache (Redis) is down, so rate limits keep holding."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    minute = models.BigIntegerField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "minute"], name="ratewindow_agent_minute")]
 
 
 class StandingGrant(models.Model):

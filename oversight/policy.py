@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from oversight.models import Policy
+from oversight.models import MissingMetrics, Policy
 
 # The order rules are evaluated and listed in; `fired_rules` joins fired ones in it.
 RULES = ("memory_pressure", "delegation_depth", "circular_refs")
@@ -54,38 +54,41 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate `metrics` against `policy`.
 
-    `host_pressure` is the agent's host's recent pressure from monitoring, used only
-    when the request itself carries no `memory_pressure`.
+    `host_pressure` is the agent's host's recent pressure from monitoring: the rule
+    judges the larger of it and the agent's own value, so an agent cannot understate
+    its risk. With `missing_metrics: critical` a rule with no value fires.
     """
     triggers: list[dict] = []
+    missing_fires = policy.missing_metrics == MissingMetrics.CRITICAL
     for rule in RULES:
         threshold = getattr(policy, rule)
         if threshold is None:
             continue
         value = metrics.get(rule)
-        source = "agent"
-        if value is None and rule == "memory_pressure" and host_pressure is not None:
-            value, source = round(host_pressure, 2), "monitoring"
-        triggers.append(
-            {
-                "rule": rule,
-                "threshold": threshold,
-                "value": value,
-                "fired": value is not None and value > threshold,
-                "source": source if value is not None else None,
-            }
-        )
+        source = "agent" if value is not None else None
+        trigger = {"rule": rule, "threshold": threshold}
+        if rule == "memory_pressure":
+            monitored = round(host_pressure, 2) if host_pressure is not None else None
+            trigger |= {"agent_value": value, "monitored_value": monitored}
+            if monitored is not None and (value is None or monitored > value):
+                value, source = monitored, "monitoring"
+        fired = value > threshold if value is not None else missing_fires
+        triggers.append(trigger | {"value": value, "fired": fired, "source": source})
     if policy.always:
         triggers.append({"rule": "always", "threshold": None, "value": None, "fired": True, "source": "policy"})
 
     fired = any(t["fired"] for t in triggers)
-    trusted = agent_name in (policy.trusted_agents or [])
+    # A trusted agent skips the thresholds, never `always` nor a quorum of two or more.
+    trusted = agent_name in (policy.trusted_agents or []) and not policy.always and policy.required_approvals < 2
     return Evaluation(critical=fired and not trusted, trusted_bypass=fired and trusted, triggers=triggers)
 
 
 def timeline(policy: Policy, now: datetime, timeout_seconds: int | None):
     """(deadline, escalate_at) for a request submitted at `now`."""
     seconds = min(timeout_seconds or policy.timeout_seconds, policy.timeout_seconds)
+    # Submissions below the minimum are refused (actions.do_submit); this keeps the
+    # minimum even for a caller that skipped that check.
+    seconds = max(seconds, min(policy.min_timeout_seconds, policy.timeout_seconds))
     deadline = now + timedelta(seconds=seconds)
     escalate_at = None
     if policy.escalate_after is not None and 0 < policy.escalate_after < 1:

@@ -28,7 +28,18 @@ def decision_dict(req: OversightRequest) -> dict | None:
         "reason": req.decision_reason,
         "decided_at": iso(req.decided_at),
         "note": req.decision_note,
+        "receipt": req.receipt or None,
     } | ({"payload": req.decision_payload} if req.decision_payload is not None else {})
+
+
+def approvals_list(req: OversightRequest) -> list[dict]:
+    """[{"by", "at"}] of the operators who approved; a request approved by one operator
+    before approvals were recorded shows its decider."""
+    if req.approvals:
+        return [{"by": a["by"], "at": a["at"]} for a in req.approvals]
+    if req.status == Status.APPROVED and req.decision_source == "operator" and req.decided_by:
+        return [{"by": req.decided_by, "at": iso(req.decided_at)}]
+    return []
 
 
 def request_dict(req: OversightRequest) -> dict:
@@ -39,6 +50,7 @@ def request_dict(req: OversightRequest) -> dict:
         "operation": req.operation,
         "summary": req.summary,
         "payload": req.payload,
+        "payload_sha256": req.payload_sha256 or None,
         "metrics": req.metrics,
         "status": req.status,
         "critical": req.critical,
@@ -49,6 +61,9 @@ def request_dict(req: OversightRequest) -> dict:
         "deadline": iso(req.deadline),
         "escalated_at": iso(req.escalated_at),
         "timeout_action": req.timeout_action,
+        "required_approvals": req.required_approvals,
+        "approver_groups": req.approver_groups,
+        "approvals": approvals_list(req),
         "decision": decision_dict(req),
         "poll_after_ms": POLL_AFTER_MS if req.status == Status.PENDING else None,
     }

@@ -45,6 +45,8 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
 SITE_URL = env_str("SITE_URL", f"http://127.0.0.1:{PORT}").rstrip("/")
+# The Ed25519 key (PEM) that signs decision receipts; empty: a key kept in the database.
+OVERSIGHT_SIGNING_KEY = env_str("OVERSIGHT_SIGNING_KEY", "") or ""
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -274,10 +276,19 @@ MONITORING_CRITICAL_RAISE = env_float("MONITORING_CRITICAL_RAISE", 90.0, minimum
 MONITORING_CRITICAL_CLEAR = env_float("MONITORING_CRITICAL_CLEAR", 85.0, minimum=0, maximum=100)
 MONITORING_ALERT_FOR_SECONDS = env_float("MONITORING_ALERT_FOR_SECONDS", 30.0, minimum=0)
 MONITORING_HOST_PRESSURE_MAX_AGE = env_float("MONITORING_HOST_PRESSURE_MAX_AGE", 60.0, minimum=1)
-# Leak detection: two consecutive windows of this length must both show a rise
-# faster than the floor; scanned every MONITORING_LEAK_SCAN_SECONDS.
-MONITORING_LEAK_WINDOW_MINUTES = env_int("MONITORING_LEAK_WINDOW_MINUTES", 30, minimum=1)
-MONITORING_LEAK_MIN_SLOPE_BYTES_PER_HOUR = env_float("MONITORING_LEAK_MIN_SLOPE_BYTES_PER_HOUR", 1048576.0, minimum=0)
+# Leak detection (monitoring/detector.py): fixed windows of this length over sample
+# time, a streak of rises over STREAK + 1 of them, a new high over HISTORY minutes, a
+# rate above both floors; scanned every MONITORING_LEAK_SCAN_SECONDS.
+MONITORING_LEAK_WINDOW_MINUTES = env_int("MONITORING_LEAK_WINDOW_MINUTES", 15, minimum=1)
+MONITORING_LEAK_STREAK = env_int("MONITORING_LEAK_STREAK", 2, minimum=1, maximum=12)
+MONITORING_LEAK_HISTORY_MINUTES = env_int("MONITORING_LEAK_HISTORY_MINUTES", 60, minimum=0)
+MONITORING_LEAK_MIN_SLOPE_BYTES_PER_HOUR = env_float("MONITORING_LEAK_MIN_SLOPE_BYTES_PER_HOUR", 2097152.0, minimum=0)
+MONITORING_LEAK_MIN_GROWTH_PERCENT_PER_HOUR = env_float("MONITORING_LEAK_MIN_GROWTH_PERCENT_PER_HOUR", 0.5, minimum=0)
+# The workers' top-process samples feed the same detector (hosts without the SDK).
+MONITORING_LEAK_HOST_PROCESSES = env_bool("MONITORING_LEAK_HOST_PROCESSES", True)
+# A sample that arrives later than this after its `at` is stored and scanned for leaks
+# but never raises a pressure alert nor feeds a policy.
+MONITORING_LATE_SAMPLE_SECONDS = env_float("MONITORING_LATE_SAMPLE_SECONDS", 300.0, minimum=0)
 MONITORING_LEAK_SCAN_SECONDS = env_float("MONITORING_LEAK_SCAN_SECONDS", 300.0, minimum=1)
 # How often the beat rolls samples up into minutes and prunes old rows.
 MONITORING_ROLLUP_SECONDS = env_float("MONITORING_ROLLUP_SECONDS", 60.0, minimum=1)

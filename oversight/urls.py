@@ -9,9 +9,11 @@ from oversight.api import views as api
 api_patterns = [
     re_path(r"^api/v1/requests/?$", api.requests_collection, name="api-requests"),
     re_path(r"^api/v1/requests/(?P<request_id>[^/]+)/cancel/?$", api.cancel, name="api-cancel"),
+    re_path(r"^api/v1/requests/(?P<request_id>[^/]+)/receipt/?$", api.receipt, name="api-receipt"),
     re_path(r"^api/v1/requests/(?P<request_id>[^/]+)/?$", api.request_detail, name="api-request"),
     re_path(r"^api/v1/metrics/?$", api.push_metrics, name="api-metrics"),
     re_path(r"^api/v1/openapi\.json$", api.openapi, name="api-openapi"),
+    re_path(r"^api/v1/keys/?$", api.keys, name="api-keys"),
 ]
 
 if settings.OVERSIGHT_BENCH:

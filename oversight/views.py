@@ -17,7 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from monitoring.hooks import firing_alerts
-from oversight import actions
+from oversight import actions, deciders
 from oversight.api.errors import error_response
 from oversight.models import FINAL_STATUSES, REJECT_PRESETS, OversightRequest, Policy, Source, StandingGrant, Status
 from oversight.roles import MANAGERS, OPERATORS, has_role, is_manager, is_operator, role_required
@@ -58,12 +58,13 @@ def queue(request: HttpRequest):
         .filter(status=Status.PENDING, critical=True)
         .order_by("deadline")
     )
-    resources = [request_dict(r) for r in pending]
+    resources = [request_dict(r) | _viewer_flags(request.user, r) for r in pending]
     return render(
         request,
         "queue.html",
         {
             "pending": resources,
+            "viewer": _viewer(request.user),
             "grants": [grant_dict(g) for g in actions.grants_in_force()],
             "reject_reasons": REJECT_PRESETS,
             "alerts": firing_alerts(),
@@ -96,7 +97,10 @@ def request_page(request: HttpRequest, request_id):
             "metrics": sorted(req.metrics.items()),
             "events": list(req.events.all()),
             "memory": _agent_memory(req),
-            "can_decide": req.status == Status.PENDING and has_role(request.user, OPERATORS),
+            "can_decide": req.status == Status.PENDING and deciders.may_decide(request.user, req),
+            "decide_refusal": deciders.refusal(request.user, req) if req.status == Status.PENDING else "",
+            "approved_by_me": deciders.has_approved(request.user, req),
+            "approval_line": approval_line(req),
             "standing_choices": _standing_choices(req.policy.max_standing_seconds),
             "standing_uses_max": actions.STANDING_USES_MAX,
             "standing_uses_default": actions.STANDING_USES_DEFAULT,
@@ -104,6 +108,35 @@ def request_page(request: HttpRequest, request_id):
             "server_now": iso(timezone.now()),
         },
     )
+
+
+def approval_line(req: OversightRequest) -> str:
+    """"1 of 2 approved — by alice" for a request that needs several approvals."""
+    if req.required_approvals < 2:
+        return ""
+    names = [a["by"] for a in req.approvals]
+    line = f"{len(names)} of {req.required_approvals} approved"
+    return f"{line} — by {', '.join(names)}" if names else line
+
+
+def _viewer_flags(user, req: OversightRequest) -> dict:
+    """What the signed-in person may do with one queued request (buttons shown or not)."""
+    return {
+        "may_decide": deciders.may_decide(user, req),
+        "approved_by_me": deciders.has_approved(user, req),
+        "approval_line": approval_line(req),
+    }
+
+
+def _viewer(user) -> dict:
+    """Who is looking, for the queue's script to apply the same rules to live rows."""
+    from oversight.models import Agent
+
+    return {
+        "username": user.get_username(),
+        "groups": sorted(deciders.groups_of(user)),
+        "owned_agents": list(Agent.objects.filter(owner=user).values_list("name", flat=True)),
+    }
 
 
 def _agent_memory(req: OversightRequest) -> list:
@@ -226,11 +259,12 @@ def _decode_history_cursor(raw: str):
 
 
 class DecideError(Exception):
-    def __init__(self, status: int, message: str, req: OversightRequest | None = None):
+    def __init__(self, status: int, message: str, req: OversightRequest | None = None, code: str = ""):
         super().__init__(message)
         self.status = status
         self.message = message
         self.req = req
+        self.code = code or _code(status)
 
 
 NOTE_MAX_CHARS = 2000
@@ -239,7 +273,7 @@ PAYLOAD_MAX_BYTES = 64 * 1024
 
 def decide_one(
     request: HttpRequest, request_id, outcome_name: str, reason: str, *, payload_text: str = "", note: str = "",
-    standing: dict | None = None,
+    standing: dict | None = None, bulk: bool = False,
 ) -> OversightRequest:
     """One operator decision by the signed-in user; raises DecideError with the status to answer.
 
@@ -257,6 +291,12 @@ def decide_one(
     reason = reason.strip()
     if outcome == Status.REJECTED and not reason:
         raise DecideError(400, "A reason is required to reject.")
+    snapshot = OversightRequest.objects.filter(id=request_id).only("owner_username", "approver_groups").first()
+    if snapshot is None:
+        raise DecideError(404, "No such request.")
+    refused = deciders.refusal(request.user, snapshot)
+    if refused:
+        raise DecideError(403, refused)
     note = note.strip()
     if len(note) > NOTE_MAX_CHARS:
         raise DecideError(400, f"A note is at most {NOTE_MAX_CHARS:,} characters.")
@@ -269,10 +309,14 @@ def decide_one(
     try:
         return actions.do_decide(
             request_id, outcome=outcome, source=Source.OPERATOR, by=request.user.get_username(), reason=reason[:2000],
-            payload=payload, note=note, grant=grant,
+            payload=payload, note=note, grant=grant, bulk=bulk,
         )
     except OversightRequest.DoesNotExist:
         raise DecideError(404, "No such request.") from None
+    except actions.AlreadyApproved as repeat:
+        raise DecideError(409, str(repeat), repeat.request, code="already_approved") from None
+    except actions.IndividualApprovalRequired as quorum:
+        raise DecideError(409, str(quorum), quorum.request, code="individual_approval_required") from None
     except actions.AlreadyDecided as lost:
         req = lost.request
         who = req.decided_by or req.decision_source
@@ -377,7 +421,7 @@ def decide(request: HttpRequest, request_id):
         )
     except DecideError as error:
         if _wants_json(request):
-            body = {"error": {"code": _code(error.status), "message": error.message}}
+            body = {"error": {"code": error.code, "message": error.message}}
             if error.req is not None:
                 body["request"] = request_dict(error.req)
             return JsonResponse(body, status=error.status)
@@ -403,10 +447,10 @@ def decide_bulk(request: HttpRequest):
     results = []
     for request_id in ids:
         try:
-            req = decide_one(request, request_id, outcome, reason, note=note)
+            req = decide_one(request, request_id, outcome, reason, note=note, bulk=True)
             results.append({"id": request_id, "status": 200, "request": request_dict(req)})
         except DecideError as error:
-            results.append({"id": request_id, "status": error.status, "message": error.message})
+            results.append({"id": request_id, "status": error.status, "code": error.code, "message": error.message})
     if not ids:
         status = 400
     else:

@@ -80,6 +80,20 @@ def other_agent(db) -> AgentPersona:
     return make_agent("writer-2")
 
 
+def allow_short_timeouts(seconds: int = 1) -> None:
+    """Let agents shorten deadlines below the default minute people get (tests of
+    timeouts that should not wait a minute)."""
+    from oversight.models import Policy
+
+    ensure_default_policy()
+    Policy.objects.filter(is_current=True).update(min_timeout_seconds=seconds)
+
+
+@pytest.fixture
+def short_timeouts(db) -> None:
+    allow_short_timeouts()
+
+
 # --- Real servers ---------------------------------------------------------------------
 
 
@@ -125,6 +139,8 @@ class Stack:
 
 
 def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True, extra_env: dict | None = None) -> Stack:
+    from django.conf import settings
+
     from oversight.runner import Supervisor, beat_argv, free_port, wait_for_port, web_argv, worker_argv
 
     logs = Path(tempfile.mkdtemp(prefix="oversight-stack-"))
@@ -133,7 +149,8 @@ def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True,
         "DATABASE_URL": live_database_url(),
         "PORT": str(port),
         "OVERSIGHT_VAR_DIR": str(logs),
-        "SECRET_KEY": "test-secret-key-for-live-servers",
+        # The test process's own: it decides too, and signs receipts with the same key.
+        "SECRET_KEY": settings.SECRET_KEY,
         "DATABASE_POOL_MIN": "0",
         "DATABASE_POOL_MAX": "8",
         "PYTHONUNBUFFERED": "1",

@@ -15,18 +15,21 @@ _MODELS = [
     schemas.MetricsPush,
     schemas.MetricsAccepted,
     schemas.ErrorResponse,
+    schemas.ReceiptResponse,
+    schemas.Jwks,
 ]
 
 _ERRORS = {
     "400": "validation_error or malformed_json",
     "401": "unauthenticated: no, unknown or revoked key",
-    "403": "forbidden",
+    "403": "forbidden: e.g. an operation this agent is not allowed to ask about",
     "404": "not_found: no such request for this agent",
     "405": "method_not_allowed",
-    "409": "already_decided or idempotency_conflict",
+    "409": "already_decided, idempotency_conflict, or not_decided (no receipt while pending); "
+           "already_approved: a person's repeat approval, on the decide page",
     "413": "payload_too_large: body over 256 KiB, payload over 64 KiB",
     "415": "unsupported_media_type: the body is not application/json",
-    "429": "rate_limited (see Retry-After)",
+    "429": "rate_limited, or too_many_pending for a critical submission over the agent's max_pending (see Retry-After)",
     "503": "unavailable: a dependency is down; safe to retry",
 }
 
@@ -90,7 +93,7 @@ def document() -> dict:
                             "201": _json("RequestResource", "Created; a non-critical request is already approved."),
                             "200": _json("RequestResource", "An idempotent replay: the existing request."),
                         },
-                        "400", "409", "413", "415", *_COMMON,
+                        "400", "403", "409", "413", "415", *_COMMON,
                     ),
                 },
                 "get": {
@@ -119,6 +122,23 @@ def document() -> dict:
                     "operationId": "cancelRequest",
                     "parameters": [_ID],
                     "responses": _responses({"200": _json("RequestResource", "Cancelled.")}, "404", "409", *_COMMON),
+                }
+            },
+            "/api/v1/requests/{id}/receipt": {
+                "get": {
+                    "summary": "A fresh signed receipt of the request's final decision",
+                    "description": "Valid for the policy's receipt_ttl_seconds; 409 not_decided while pending.",
+                    "operationId": "getReceipt",
+                    "parameters": [_ID],
+                    "responses": _responses({"200": _json("ReceiptResponse", "The receipt.")}, "404", "409", *_COMMON),
+                }
+            },
+            "/api/v1/keys": {
+                "get": {
+                    "summary": "The public keys that verify decision receipts (JWKS)",
+                    "operationId": "getKeys",
+                    "security": [],
+                    "responses": {"200": _json("Jwks", "JSON Web Key Set.")},
                 }
             },
             "/api/v1/metrics": {

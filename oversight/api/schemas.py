@@ -31,7 +31,9 @@ class Metrics(BaseModel):
     delegation_depth: int | None = Field(None, ge=0, le=1_000_000)
     circular_refs: int | None = Field(None, ge=0, le=1_000_000_000)
     host: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = Field(
-        None, description="The agent's machine: its monitored pressure is used when memory_pressure is absent."
+        None,
+        description="The agent's machine: memory_pressure is judged as the larger of the agent's value and this "
+        "host's monitored pressure. An agent with bound hosts may name only one of them.",
     )
 
     @field_validator("memory_pressure", mode="before")
@@ -76,7 +78,10 @@ class SubmitRequest(BaseModel):
     )
     payload: dict[str, Any] | None = Field(None, description="Any JSON object, at most 64 KiB serialized. Shown escaped.")
     metrics: Metrics | None = None
-    timeout_seconds: int | None = Field(None, ge=1, description="May only shorten the policy's timeout.")
+    timeout_seconds: int | None = Field(
+        None, ge=1,
+        description="May only shorten the policy's timeout, never below its min_timeout_seconds (default 60).",
+    )
     callback_url: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
         None, description="http(s) URL that receives the final resource, signed."
     )
@@ -149,8 +154,15 @@ class MetricsPush(BaseModel):
     samples: list[ProcessSample] = Field(min_length=1, max_length=1000)
 
 
+ERROR_CODES = (
+    "validation_error", "malformed_json", "unauthenticated", "forbidden", "not_found", "method_not_allowed",
+    "already_decided", "idempotency_conflict", "already_approved", "payload_too_large", "unsupported_media_type",
+    "rate_limited", "too_many_pending", "unavailable",
+)
+
+
 class ErrorBody(BaseModel):
-    code: str
+    code: str = Field(description="Stable: " + ", ".join(ERROR_CODES) + ".", examples=list(ERROR_CODES))
     message: str
     details: dict[str, Any]
 
@@ -165,6 +177,12 @@ class Trigger(BaseModel):
     value: float | int | None
     fired: bool
     source: Literal["agent", "monitoring", "policy"] | None
+    agent_value: float | int | None = Field(
+        None, description="memory_pressure only: the agent's own value (null when it sent none)."
+    )
+    monitored_value: float | int | None = Field(
+        None, description="memory_pressure only: its host's monitored pressure from a sample under 60 s old, or null."
+    )
 
 
 class Decision(BaseModel):
@@ -178,6 +196,13 @@ class Decision(BaseModel):
         default=None,
         description="Present only when an operator approved with changes: the payload the agent may run instead.",
     )
+    receipt: str | None = Field(None, description="Signed decision receipt: a compact JWS (EdDSA), "
+                                "verifiable with the keys at /api/v1/keys.")
+
+
+class Approval(BaseModel):
+    by: str
+    at: str
 
 
 class PolicyRef(BaseModel):
@@ -191,6 +216,7 @@ class RequestResource(BaseModel):
     operation: str
     summary: str
     payload: dict[str, Any]
+    payload_sha256: str | None = Field(None, description="Hex SHA-256 of the payload's canonical JSON (RFC 8785).")
     metrics: dict[str, Any]
     status: Literal["pending", "approved", "rejected", "cancelled"]
     critical: bool
@@ -201,6 +227,11 @@ class RequestResource(BaseModel):
     deadline: str | None
     escalated_at: str | None
     timeout_action: Literal["approve", "reject"]
+    required_approvals: int = Field(1, ge=1, description="How many different operators must approve.")
+    approver_groups: list[str] = Field(
+        default_factory=list, description="Groups whose members may decide (empty: every operator)."
+    )
+    approvals: list[Approval] = Field(default_factory=list, description="Operators' approvals so far, in order.")
     decision: Decision | None
     poll_after_ms: int | None
 
@@ -208,6 +239,23 @@ class RequestResource(BaseModel):
 class RequestList(BaseModel):
     results: list[RequestResource]
     next_cursor: str | None
+
+
+class ReceiptResponse(BaseModel):
+    receipt: str = Field(description="A fresh compact JWS of the final decision.")
+
+
+class Jwk(BaseModel):
+    kty: Literal["OKP"]
+    crv: Literal["Ed25519"]
+    x: str
+    kid: str
+    alg: Literal["EdDSA"]
+    use: Literal["sig"]
+
+
+class Jwks(BaseModel):
+    keys: list[Jwk]
 
 
 class MetricsAccepted(BaseModel):

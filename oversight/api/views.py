@@ -30,7 +30,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from pydantic import ValidationError
 
-from oversight import actions
+from oversight import actions, receipts
 from oversight.api import schemas
 from oversight.api.errors import ApiError, error_response, method_not_allowed, not_found, validation_error
 from oversight.events import forget_channel, request_group
@@ -103,11 +103,19 @@ def authenticate(request: HttpRequest) -> ApiKey:
 def _rate_limit(key: ApiKey) -> None:
     limit = settings.OVERSIGHT_RATE_LIMIT_PER_MINUTE
     now = time.time()
+    minute = int(now // 60)
     try:
-        count = _count_this_minute(f"rl:{key.agent_id}:{int(now // 60)}")
-    except Exception:  # the limiter failing must not stop agents asking
-        log.warning("Rate limiter unavailable; request allowed", exc_info=True)
-        return
+        count = _count_this_minute(f"rl:{key.agent_id}:{minute}")
+    except Exception:
+        # The cache (Redis) is down: count in the database instead, so a limit an
+        # agent could lift by knocking out Redis is no limit. Only if that fails too
+        # is the request let through: the limiter must not stop agents asking.
+        log.warning("Rate limiter cache unavailable; counting in the database", exc_info=True)
+        try:
+            count = _count_in_database(key.agent_id, minute)
+        except DatabaseError:
+            log.warning("Rate limiter unavailable; request allowed", exc_info=True)
+            return
     if count > limit:
         retry_after = max(1, int(60 - now % 60))
         raise ApiError(
@@ -131,8 +139,32 @@ def _count_this_minute(cache_key: str) -> int:
     return cache.incr(cache_key)
 
 
-def _read_json(request: HttpRequest):
-    """The parsed body, or the ApiError that describes what is wrong with it."""
+def _count_in_database(agent_id: int, minute: int) -> int:
+    """Count one request in the agent's one-minute window row (an UPDATE … count + 1,
+    or the INSERT that starts the window). Old windows are dropped as we go."""
+    from django.db import IntegrityError, transaction
+    from django.db.models import F
+
+    from oversight.models import RateWindow
+
+    windows = RateWindow.objects.filter(agent_id=agent_id, minute=minute)
+    with transaction.atomic():
+        if not windows.update(count=F("count") + 1):
+            try:
+                with transaction.atomic():
+                    RateWindow.objects.create(agent_id=agent_id, minute=minute, count=1)
+                RateWindow.objects.filter(agent_id=agent_id, minute__lt=minute - 1).delete()
+                return 1
+            except IntegrityError:  # another request started the window first
+                windows.update(count=F("count") + 1)
+        return windows.values_list("count", flat=True).get()
+
+
+def _read_json(request: HttpRequest, *, strict: bool = False):
+    """The parsed body, or the ApiError that describes what is wrong with it.
+
+    `strict`: a duplicate member name is an error too (a submission's payload is signed
+    over by digest, so it must mean one thing)."""
     content_type = request.content_type or ""
     if content_type != "application/json":
         return ApiError(415, "unsupported_media_type", "Send the body as application/json.")
@@ -146,7 +178,10 @@ def _read_json(request: HttpRequest):
     if len(body) > schemas.MAX_BODY_BYTES:
         return _too_large()
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        hook = receipts.no_duplicate_keys if strict else None
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=hook)
+    except receipts.DuplicateKey as exc:
+        return validation_error({"body": [f"{exc}: every member name must be unique"]})
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return ApiError(400, "malformed_json", f"The body is not valid JSON: {_short(exc)}")
 
@@ -289,7 +324,7 @@ async def requests_collection(request: HttpRequest):
 
 
 async def submit(request: HttpRequest):
-    parsed = _read_json(request)
+    parsed = _read_json(request, strict=True)
     header_key = request.headers.get("Idempotency-Key")
     wait = _wait_seconds(request)
     status, resource = await _in_thread(_submit, request, parsed, header_key)
@@ -302,6 +337,8 @@ def _submit(request: HttpRequest, parsed, header_key: str | None) -> tuple[int, 
     body = _validated(parsed, schemas.SubmitRequest)
     if body.payload is not None and _json_size(body.payload) > schemas.MAX_PAYLOAD_BYTES:
         raise ApiError(413, "payload_too_large", f"payload is over {schemas.MAX_PAYLOAD_BYTES // 1024} KiB serialized.")
+    if unsafe := receipts.unsafe_integers(body.payload):
+        raise validation_error({path: ["integers must be within ±2^53 (send larger ones as strings)"] for path in unsafe})
     idempotency_key = body.idempotency_key
     if header_key is not None:
         if idempotency_key is not None and idempotency_key != header_key:
@@ -331,6 +368,14 @@ def _submit(request: HttpRequest, parsed, header_key: str | None) -> tuple[int, 
         ) from None
     except actions.SubmissionInvalid as invalid:
         raise validation_error(invalid.details) from None
+    except actions.OperationNotAllowed as refused:
+        raise ApiError(403, "forbidden", str(refused)) from None
+    except actions.TooManyPending as full:
+        raise ApiError(
+            429, "too_many_pending",
+            f"This agent already has {full.limit} pending requests; retry in {full.retry_after} s.",
+            headers={"Retry-After": str(full.retry_after)},
+        ) from None
     if not created:
         req = actions.apply_timeout_if_due(req)
     return (201 if created else 200), request_dict(req)
@@ -422,6 +467,27 @@ def _cancel(request: HttpRequest, request_id) -> dict:
     return request_dict(req)
 
 
+@api_view("GET")
+async def receipt(request: HttpRequest, request_id):
+    return JsonResponse(await _in_thread(_receipt, request, request_id))
+
+
+def _receipt(request: HttpRequest, request_id) -> dict:
+    key = authenticate(request)
+    req = _get_for_agent(key, request_id)
+    if req.status == Status.PENDING:
+        raise ApiError(409, "not_decided", "The request is still pending: there is no decision to sign yet.")
+    return {"receipt": receipts.fresh_receipt(req)}
+
+
+@api_view("GET")
+async def keys(request: HttpRequest):
+    """The public keys that verify receipts, as a JWKS. No authentication."""
+    response = JsonResponse({"keys": await _in_thread(receipts.published_keys)})
+    response["Cache-Control"] = "public, max-age=60"
+    return response
+
+
 def already_decided(req: OversightRequest) -> ApiError:
     who = req.decided_by or req.decision_source
     return ApiError(
@@ -448,7 +514,11 @@ def _push_metrics(request: HttpRequest, parsed) -> int:
         raise validation_error(errors)
     from monitoring.ingest import store_agent_samples
 
-    return store_agent_samples(key.agent, body.host, [s.model_dump() | {"at": _parse_time(s.at)} for s in body.samples])
+    host = body.host
+    # Samples of an agent with bound hosts are always attributed to its own hosts.
+    if key.agent.hosts and host not in key.agent.hosts:
+        raise validation_error({"host": ["is not one of this agent's bound hosts"]})
+    return store_agent_samples(key.agent, host, [s.model_dump() | {"at": _parse_time(s.at)} for s in body.samples])
 
 
 def _parse_time(value: str | None):

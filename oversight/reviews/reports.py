@@ -331,7 +331,37 @@ def memory_figures(start: datetime, end: datetime, now: datetime) -> dict:
         out.update(_alert_figures(alert, start, end, now))
     if leak is not None:
         out.update(_leak_figures(leak, start, end))
+    rate = _false_positive_rate(alert, leak, start, end)
+    if rate is not None:
+        out["false_positives"] = rate
     return out
+
+
+FALSE_POSITIVE_TARGET = 0.05  # the original design: false positives under 5 %
+
+
+def _has_field(model, name: str) -> bool:
+    return any(f.name == name for f in model._meta.get_fields())
+
+
+def _false_positive_rate(alert, leak, start: datetime, end: datetime) -> dict | None:
+    """Alerts raised and leak findings first detected in the period, and how many of them
+    operators marked false positives: marked ÷ raised, against the 5 % target."""
+    parts = {}
+    if alert is not None and _has_field(alert, "false_positive_at"):
+        raised = alert.objects.filter(started_at__gte=start, started_at__lt=end)
+        parts["alerts"] = {"raised": raised.count(), "marked": raised.filter(false_positive_at__isnull=False).count()}
+    if leak is not None and _has_field(leak, "dismissed_at"):
+        raised = leak.objects.filter(detected_at__gte=start, detected_at__lt=end)
+        parts["findings"] = {"raised": raised.count(), "marked": raised.filter(dismissed_at__isnull=False).count()}
+    if not parts:
+        return None
+    raised = sum(p["raised"] for p in parts.values())
+    marked = sum(p["marked"] for p in parts.values())
+    for part in parts.values():
+        part["rate"] = part["marked"] / part["raised"] if part["raised"] else None
+    return parts | {"raised": raised, "marked": marked, "rate": marked / raised if raised else None,
+                    "target": FALSE_POSITIVE_TARGET}
 
 
 def _alert_figures(alert, start: datetime, end: datetime, now: datetime) -> dict:
@@ -653,6 +683,15 @@ def _memory_table(memory: dict) -> dict:
             rows.append([f"  {leak['host']} {leak['process']} (pid {leak['pid']})", growth])
     else:
         rows.append(["Leak suspects", NOT_MEASURED])
+    fp = memory.get("false_positives")
+    if fp:
+        for key, name in (("alerts", "alerts"), ("findings", "leak findings")):
+            if key in fp:
+                rows.append([f"False positives: {name} (marked ÷ raised)",
+                             f"{fp[key]['marked']:,} of {fp[key]['raised']:,} ({pct(fp[key]['rate'])})"])
+        verdict = "" if fp["rate"] is None else (" — within target" if fp["rate"] <= fp["target"] else " — above target")
+        rows.append([f"False-positive rate, alerts and findings (target ≤ {pct(fp['target'])})",
+                     f"{pct(fp['rate'])}{verdict}"])
     return {"title": "Memory", "columns": ("Figure", "Value"), "rows": rows}
 
 
@@ -697,6 +736,15 @@ def _memory_csv(memory: dict):
         yield ("memory", "", "leak_suspects", NOT_MEASURED)
     else:
         yield ("memory", "", "leak_suspects", memory["leak_suspects"])
+    fp = memory.get("false_positives")
+    if fp:
+        for key in ("alerts", "findings"):
+            if key in fp:
+                yield ("false_positives", key, "raised", fp[key]["raised"])
+                yield ("false_positives", key, "marked", fp[key]["marked"])
+                yield ("false_positives", key, "rate", _raw(fp[key]["rate"]))
+        yield ("false_positives", "all", "rate", _raw(fp["rate"]))
+        yield ("false_positives", "all", "target", fp["target"])
 
 
 def _raw(value):

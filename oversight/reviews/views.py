@@ -12,24 +12,20 @@ import re
 from datetime import date
 
 from django.contrib import messages
+from django.contrib.auth.models import Group
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from oversight import actions
-from oversight.models import Policy, TimeoutAction
+from oversight import actions, policy_keys
+from oversight.models import MissingMetrics, Policy, TimeoutAction
 from oversight.policy import RULES, current_policy
 from oversight.reviews import advice, reports
 from oversight.roles import MANAGERS, role_required
 
 OPERATION_RE = re.compile(r"^(\*|[a-z0-9][a-z0-9_.-]{0,63})$")
-# Agent names are free text (1–100 characters) but for control characters; the list
-# is one name a line (or comma separated).
-AGENT_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f,]{1,100}$")
-CONTACT_RE = re.compile(r"^\S{1,254}$")
-MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 
 def _month(text: str) -> date:
@@ -157,6 +153,12 @@ def _form_values(policy: Policy) -> dict:
         "escalate_after": text(policy.escalate_after),
         "escalation_contacts": "\n".join(policy.escalation_contacts or []),
         "trusted_agents": "\n".join(policy.trusted_agents or []),
+        "min_timeout_seconds": str(policy.min_timeout_seconds),
+        "required_approvals": str(policy.required_approvals),
+        "approver_groups": "\n".join(policy.approver_groups or []),
+        "missing_metrics": policy.missing_metrics,
+        "reject_cooldown_seconds": str(policy.reject_cooldown_seconds),
+        "max_standing_seconds": str(policy.max_standing_seconds),
         "note": "",
     }
 
@@ -172,13 +174,15 @@ def policy_detail(request: HttpRequest, operation: str):
     status = 200
     if request.method == "POST":
         values = {key: request.POST.get(key, "") for key in values} | {"always": request.POST.get("always") == "on"}
-        settings, errors = parse_policy_form(request.POST)
+        settings, errors = parse_policy_form(request.POST, effective.settings_dict())
         if not errors:
             return _save_edit(request, operation, effective, settings)
         status = 400
     context = {
         "operation": operation, "effective": effective, "own": own, "versions": _versions(operation) if own else [],
         "values": values, "errors": errors, "actions": TimeoutAction.values,
+        "missing_choices": MissingMetrics.values, "warnings": policy_keys.warnings(effective.settings_dict()),
+        "groups": list(Group.objects.order_by("name").values_list("name", flat=True)),
     }
     return render(request, "policies/detail.html", context, status=status)
 
@@ -191,7 +195,11 @@ def _save_edit(request: HttpRequest, operation: str, effective: Policy, settings
         return redirect("policy", operation=operation)
     # A new operation's first version starts from what governed it until now (the
     # default policy), not from the model's defaults.
-    policy = actions.do_change_policy(operation, base | settings, by=request.user.get_username(), note=note)
+    try:
+        policy = actions.do_change_policy(operation, base | settings, by=request.user.get_username(), note=note)
+    except actions.PolicyInvalid as invalid:  # the rules between keys, checked again under the lock
+        messages.error(request, f"Not saved: {invalid}.")
+        return redirect("policy", operation=operation)
     messages.success(request, f"Saved {policy}.")
     return redirect("policy", operation=operation)
 
@@ -244,57 +252,30 @@ def _threshold(rule: str, text: str):
     return value, ""
 
 
-def _names(text: str, pattern: re.Pattern, what: str) -> tuple[list[str], str]:
-    names = [n.strip() for n in re.split(r"[\r\n,]+", text) if n.strip()]
-    bad = [n for n in names if not pattern.match(n)]
-    if bad:
-        return [], f"Not a valid {what}: {bad[0][:40]}"
-    if len(names) > 200:
-        return [], f"At most 200 {what}s."
-    return list(dict.fromkeys(names)), ""
+# The form's fields: every key of the policy table, in its order. A field missing from
+# the POST keeps its current value (the checkbox `always` excepted: unticked is absent).
+FORM_KEYS = tuple(policy_keys.KEYS)
 
 
-def parse_policy_form(data) -> tuple[dict, dict]:
-    """The settings a policy form asks for, and errors per field."""
+def parse_policy_form(data, base: dict | None = None) -> tuple[dict, dict]:
+    """The settings a policy form asks for, and errors per field (the keys' parsers of
+    oversight/policy_keys.py, then the rules between keys)."""
     settings: dict = {}
     errors: dict[str, str] = {}
-    for rule in RULES:
-        settings[rule], error = _threshold(rule, data.get(rule, ""))
-        if error:
-            errors[rule] = error
-    settings["always"] = data.get("always") == "on"
-    try:
-        settings["timeout_seconds"] = int(data.get("timeout_seconds", "").strip())
-        if not 1 <= settings["timeout_seconds"] <= MAX_TIMEOUT_SECONDS:
-            errors["timeout_seconds"] = f"Between 1 and {MAX_TIMEOUT_SECONDS} seconds."
-    except ValueError:
-        errors["timeout_seconds"] = "Must be a whole number of seconds."
-    settings["timeout_action"] = data.get("timeout_action", "")
-    if settings["timeout_action"] not in TimeoutAction.values:
-        errors["timeout_action"] = "Choose approve or reject."
-    settings["escalate_after"], error = _escalate_after(data.get("escalate_after", ""))
-    if error:
-        errors["escalate_after"] = error
-    settings["trusted_agents"], error = _names(data.get("trusted_agents", ""), AGENT_NAME_RE, "agent name")
-    if error:
-        errors["trusted_agents"] = error
-    settings["escalation_contacts"], error = _names(data.get("escalation_contacts", ""), CONTACT_RE, "contact")
-    if error:
-        errors["escalation_contacts"] = error
+    for key in FORM_KEYS:
+        if key == "always":
+            settings[key] = data.get(key) == "on"
+            continue
+        if key not in data and base is not None:
+            settings[key] = base[key]
+            continue
+        try:
+            settings[key] = policy_keys.parse(key, data.get(key, ""))
+        except ValueError as error:
+            errors[key] = str(error).capitalize() + "."
+    if not errors:
+        errors.update({k: v.capitalize() + "." for k, v in policy_keys.check((base or {}) | settings).items()})
     settings["note"] = data.get("note", "").strip()
     if len(settings["note"]) > 300:
         errors["note"] = "At most 300 characters."
     return settings, errors
-
-
-def _escalate_after(text: str):
-    text = text.strip()
-    if not text:
-        return None, ""
-    try:
-        value = float(text)
-    except ValueError:
-        return None, "Must be a fraction such as 0.5."
-    if not 0 < value < 1:
-        return None, "Strictly between 0 and 1 (a fraction of the timeout), or empty for no escalation."
-    return value, ""

@@ -202,21 +202,48 @@ function onAlert(event) {
   ul.prepend(alertItem(event.alert));
 }
 
+// A finding: its samples, the fitted line of the judged span, nothing inserted as HTML.
+async function drawLeak(article) {
+  const response = await fetch(`/monitoring/leaks/${article.dataset.id}.json`, { headers: { Accept: "application/json" } });
+  if (!response.ok) return;
+  const body = await response.json();
+  const mib = (p) => ({ x: Date.parse(p.at), y: p.rss / (1024 * 1024) });
+  new Chart(article.querySelector(".leak-chart"), {
+    type: "line",
+    data: {
+      datasets: [
+        { label: "RSS (MiB)", data: body.points.map(mib), borderColor: "#1f7a3a", pointRadius: 0, borderWidth: 1.5 },
+        { label: "fitted trend", data: body.fit.map(mib), borderColor: "#b3261e", borderDash: [6, 4], pointRadius: 0, borderWidth: 2 },
+      ],
+    },
+    options: {
+      animation: false, parsing: false, maintainAspectRatio: false,
+      scales: { x: { type: "linear", ticks: { callback: (v) => new Date(v).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) } } },
+      plugins: { legend: { labels: { boxWidth: 12 } } },
+    },
+  });
+}
+
 function onLeak(finding) {
-  const tbody = document.getElementById("leaks");
-  tbody.querySelector(".empty-row")?.remove();
-  const tr = document.createElement("tr");
-  const cells = [
-    new Date(finding.detected_at).toLocaleString(), finding.agent || "—", finding.host,
-    `${finding.process} (${finding.pid})`, bytes(finding.slope_bytes_per_hour), bytes(finding.rss_bytes),
-    finding.exhaustion_at ? new Date(finding.exhaustion_at).toLocaleString() : "—", finding.confidence.toFixed(3),
-  ];
-  for (const text of cells) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    tr.append(td);
-  }
-  tbody.prepend(tr);
+  const list = document.getElementById("leaks");
+  if (list.querySelector(`.leak[data-id="${finding.id}"]`)) return;
+  list.querySelector(".empty-note")?.remove();
+  const article = document.createElement("article");
+  article.className = "leak";
+  article.dataset.id = String(finding.id);
+  article.dataset.status = finding.status;
+  const title = document.createElement("h3");
+  title.textContent = `${finding.process || "process"} (pid ${finding.pid}) on ${finding.host} · ${finding.agent ? `agent ${finding.agent}` : "host process"} · ${finding.status}`;
+  const text = document.createElement("p");
+  text.textContent = `Growing ${bytes(finding.slope_bytes_per_hour)}/h · first detected ${new Date(finding.first_detected_at).toLocaleString()} · memory runs out ${finding.exhaustion_at ? new Date(finding.exhaustion_at).toLocaleString() : "—"} (reload for evidence and actions)`;
+  const box = document.createElement("div");
+  box.className = "chart-box";
+  const canvas = document.createElement("canvas");
+  canvas.className = "leak-chart";
+  box.append(canvas);
+  article.append(title, text, box);
+  list.prepend(article);
+  drawLeak(article);
 }
 
 let processChart = null;
@@ -253,6 +280,7 @@ for (const button of document.querySelectorAll(".show-process")) {
 
 localiseTimes();
 document.querySelectorAll(".host").forEach(loadHost);
+document.querySelectorAll(".leak").forEach(drawLeak);
 connectFeed({
   onSnapshot: (snapshot) => showAlerts(snapshot.alerts),
   onEvent(event) {

@@ -14,6 +14,9 @@ const help = document.getElementById("help");
 const baseTitle = document.title;
 const offset = clockOffset();
 let current = null; // the row j/k moved to
+// Who is looking: the same rules as the server's, so live rows show only the buttons
+// this person may use (the server refuses the rest anyway).
+const viewer = JSON.parse(document.getElementById("viewer").textContent);
 
 // --- Rows -----------------------------------------------------------------------------
 
@@ -62,7 +65,39 @@ function fill(row, request) {
   const badges = row.querySelector(".badges");
   badges.replaceChildren(...request.triggers.filter((t) => t.fired).map(badge));
   row.querySelector(".countdown").dateTime = request.deadline || "";
+  permit(row, request);
   tickRow(row);
+}
+
+function mayDecide(request) {
+  const groups = request.approver_groups || [];
+  if (groups.length && !groups.some((group) => viewer.groups.includes(group))) return false;
+  return !viewer.owned_agents.includes(request.agent);
+}
+
+function approvalLine(request) {
+  const names = (request.approvals || []).map((approval) => approval.by);
+  if ((request.required_approvals || 1) < 2) return "";
+  const line = `${names.length} of ${request.required_approvals} approved`;
+  return names.length ? `${line} — by ${names.join(", ")}` : line;
+}
+
+// Buttons for this person: none when they may not decide, no Approve once they approved.
+function permit(row, request) {
+  const allowed = mayDecide(request);
+  const approvedByMe = (request.approvals || []).some((approval) => approval.by === viewer.username);
+  const actions = row.querySelector(".actions");
+  if (actions) actions.hidden = !allowed;
+  const approve = row.querySelector(".approve-form");
+  if (approve) approve.hidden = approvedByMe;
+  const pick = row.querySelector(".pick");
+  pick.hidden = !allowed;
+  pick.disabled = !allowed;
+  row.querySelector(".not-yours").hidden = allowed;
+  const line = approvalLine(request);
+  const approvals = row.querySelector(".approvals");
+  approvals.textContent = line;
+  approvals.hidden = !line;
 }
 
 function badge(trigger) {
@@ -131,7 +166,7 @@ function applySnapshot(snapshot) {
 }
 
 function onEvent(event) {
-  if (event.type === "request.created" || event.type === "request.escalated") {
+  if (event.type === "request.created" || event.type === "request.escalated" || event.type === "request.updated") {
     if (event.request.status !== "pending") return;
     upsert(event.request);
     counted();
@@ -210,7 +245,11 @@ async function decide(form) {
   result.textContent = rejecting ? "Rejecting…" : "Approving…";
   const { status, body } = await postForm(form);
   delete row.dataset.busy;
-  if (status === 200) {
+  if (status === 200 && body.request && body.request.status === "pending") {
+    // An approval that leaves the request waiting for other operators.
+    fill(row, body.request);
+    result.textContent = `Approved: ${approvalLine(body.request)}.`;
+  } else if (status === 200) {
     retire(row, `${rejecting ? "Rejected" : "Approved"}.`);
   } else if (status === 409 && body.request) {
     retire(row, `Already ${describeDecision(body.request.decision)}.`);
@@ -231,7 +270,7 @@ queue.addEventListener("change", (event) => {
 });
 
 function picked() {
-  return liveRows().filter((row) => row.querySelector(".pick").checked);
+  return liveRows().filter((row) => row.querySelector(".pick").checked && !row.querySelector(".pick").disabled);
 }
 
 function selectionChanged() {
@@ -243,7 +282,10 @@ function selectionChanged() {
 }
 
 document.getElementById("select-all").addEventListener("change", (event) => {
-  for (const row of liveRows()) row.querySelector(".pick").checked = event.target.checked;
+  for (const row of liveRows()) {
+    const pick = row.querySelector(".pick");
+    if (!pick.disabled) pick.checked = event.target.checked;
+  }
   selectionChanged();
 });
 
@@ -269,7 +311,11 @@ bulk.addEventListener("submit", async (event) => {
     const row = findRow(item.id);
     if (item.status === 200) done += 1;
     if (!row) continue;
-    if (item.status === 200) retire(row, outcome === "reject" ? "Rejected." : "Approved.");
+    if (item.status === 200 && item.request.status === "pending") fill(row, item.request);
+    else if (item.status === 200) retire(row, outcome === "reject" ? "Rejected." : "Approved.");
+    else if (item.code === "individual_approval_required" || item.code === "already_approved") {
+      row.querySelector(".result").textContent = item.message;
+    }
     else if (item.status === 409) retire(row, item.message);
     else row.querySelector(".result").textContent = item.message;
   }
@@ -296,8 +342,10 @@ document.addEventListener("keydown", (event) => {
   if (event.key === "j") move(1);
   else if (event.key === "k") move(-1);
   else if (event.key === "?") help.showModal();
-  else if (row && event.key === "a") decide(row.querySelector(".approve-form"));
-  else if (row && event.key === "r") row.querySelector(".reason").focus();
+  else if (row && event.key === "a" && row.querySelector(".approve-form:not([hidden])")) {
+    decide(row.querySelector(".approve-form"));
+  }
+  else if (row && event.key === "r" && row.querySelector(".reason")) row.querySelector(".reason").focus();
   else if (row && event.key === "o") location.href = row.querySelector(".operation").href;
   else if (row && event.key === "x") {
     const pick = row.querySelector(".pick");

@@ -144,7 +144,7 @@ def test_it_disappears_a_row_another_operator_decided(live, open_page, operator,
     assert read(live.url, agent, request["id"])["decision"]["by"] == "oscar"
 
 
-def test_it_disappears_a_row_when_the_timeout_passes(live, open_page, operator, agent):
+def test_it_disappears_a_row_when_the_timeout_passes(live, open_page, operator, agent, short_timeouts):
     page = open_page(live.url, "olivia")
     wait_live(page)
     request = submit(live.url, agent, "Short fuse", timeout_seconds=2)

@@ -89,7 +89,10 @@ def assert_resource(resource: dict) -> None:
     assert resource["timeout_action"] in {"approve", "reject"}
     assert set(resource["policy"]) == {"operation", "version"} and isinstance(resource["policy"]["version"], int)
     for trigger in resource["triggers"]:
-        assert set(trigger) == {"rule", "threshold", "value", "fired", "source"}
+        # §9.1: memory_pressure also carries both values it was judged from.
+        both = {"agent_value", "monitored_value"} if trigger["rule"] == "memory_pressure" else set()
+        assert set(trigger) == {"rule", "threshold", "value", "fired", "source"} | both
+    assert isinstance(resource["required_approvals"], int) and isinstance(resource["approvals"], list)
     assert ISO_MS.match(resource["created_at"])
     # A request the policy approved at once never had a deadline; every other one has.
     if resource["critical"]:
@@ -196,7 +199,8 @@ def test_it_answers_the_example_submission_with_the_example_resource(live, agent
     assert resource["payload"] == EXAMPLE["payload"] and resource["metrics"] == EXAMPLE["metrics"]
     assert resource["status"] == "pending" and resource["critical"] is True
     assert resource["triggers"] == [
-        {"rule": "memory_pressure", "threshold": 80, "value": 83.5, "fired": True, "source": "agent"},
+        {"rule": "memory_pressure", "threshold": 80, "value": 83.5, "fired": True, "source": "agent",
+         "agent_value": 83.5, "monitored_value": None},
         {"rule": "delegation_depth", "threshold": 4, "value": 5, "fired": True, "source": "agent"},
         {"rule": "circular_refs", "threshold": 3, "value": 1, "fired": False, "source": "agent"},
     ]
@@ -312,7 +316,7 @@ def test_it_limits_an_agents_rate_with_retry_after(live):
 # --- §4 other endpoints ---------------------------------------------------------------
 
 
-def test_it_holds_a_wait_until_the_decision_and_bounds_it(live, agent, operator):
+def test_it_holds_a_wait_until_the_decision_and_bounds_it(live, agent, operator, short_timeouts):
     for wait in ("56", "-1", "soon"):
         assert_error(api(live, agent, "GET", f"/requests/{uuid.uuid4()}?wait={wait}"), 400, "validation_error")
         assert_error(api(live, agent, "POST", f"/requests?wait={wait}", json={"operation": "delegate", "summary": "x"}),
@@ -501,7 +505,7 @@ def test_it_refuses_the_feed_to_anyone_but_operators_and_managers(live, agent, o
     asyncio.run(check())
 
 
-def test_it_feeds_a_snapshot_then_every_event(live, agent, operator, manager):
+def test_it_feeds_a_snapshot_then_every_event(live, agent, operator, manager, short_timeouts):
     waiting = submit(live, agent, "Waiting before the feed opened")
     with browser(live, operator.username) as olivia, browser(live, manager.username) as maria:
         cookie = session_cookie(olivia)
@@ -536,8 +540,10 @@ def test_it_feeds_a_snapshot_then_every_event(live, agent, operator, manager):
                 event = await next_event(socket, about(waiting["id"], "request.decided"))
                 assert_decision(event["request"]["decision"], "cancelled", "agent")
 
-                # No read of the request: the workers' sweep applies the timeout.
-                short = await asyncio.to_thread(submit, live, agent, "Times out", CRITICAL, timeout_seconds=1)
+                # No read of the request: the workers' sweep applies the timeout. (Another
+                # payload: the same one as the rejected request would be rejected at once.)
+                short = await asyncio.to_thread(submit, live, agent, "Times out", CRITICAL, timeout_seconds=1,
+                                                payload={"attempt": 2})
                 event = await next_event(socket, about(short["id"], "request.decided"), timeout=20)
                 assert event["request"]["status"] == "approved"
                 assert_decision(event["request"]["decision"], "approved", "timeout")
@@ -558,7 +564,7 @@ def test_it_feeds_a_snapshot_then_every_event(live, agent, operator, manager):
 def test_it_reports_health_and_prometheus_figures(live, agent, operator):
     health = httpx.get(live.url + "/healthz", timeout=10)
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "database": "ok", "channel_layer": "ok", "broker": "ok"}
+    assert health.json() == {"status": "ok", "database": "ok", "channel_layer": "ok", "broker": "ok", "clock": "ok"}
 
     submit(live, agent, metrics=ROUTINE)
     submit(live, agent)

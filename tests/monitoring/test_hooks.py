@@ -55,8 +55,16 @@ def test_it_does_not_fire_when_the_host_is_calm(agent, client):
     assert resource["status"] == "approved"
 
 
-def test_it_prefers_the_pressure_the_agent_sends(agent, client):
+def test_an_agent_cannot_understate_the_pressure_its_host_is_under(agent, client):
+    """§9.1: the larger of the agent's value and the monitored one is judged."""
     sample("box", 99.0, 10)
     resource = submit(client, agent, {"host": "box", "memory_pressure": 12.0})
     trigger = pressure_trigger(resource)
-    assert (trigger["value"], trigger["fired"], trigger["source"]) == (12.0, False, "agent")
+    assert (trigger["value"], trigger["fired"], trigger["source"]) == (99.0, True, "monitoring")
+    assert (trigger["agent_value"], trigger["monitored_value"]) == (12.0, 99.0)
+
+
+def test_the_agents_value_counts_when_it_is_the_higher(agent, client):
+    sample("box", 40.0, 10)
+    trigger = pressure_trigger(submit(client, agent, {"host": "box", "memory_pressure": 85.0}))
+    assert (trigger["value"], trigger["fired"], trigger["source"]) == (85.0, True, "agent")

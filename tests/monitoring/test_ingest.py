@@ -1,6 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 
 from monitoring.ingest import ingested, store_agent_samples
 from monitoring.models import AgentSample, Alert, HostSample
@@ -41,13 +42,26 @@ def test_it_raises_a_process_alert_from_its_share_of_host_memory(agent, settings
 
     cache.clear()
     host_sample("box-9", T0 - timedelta(seconds=1))
-    store_agent_samples(agent.agent, "box-9", samples([int(8.5 * GIB)] * 7))
+    with time_machine.travel(T0 + timedelta(seconds=35), tick=False):
+        store_agent_samples(agent.agent, "box-9", samples([int(8.5 * GIB)] * 7))
     alert = Alert.objects.get()
     assert alert.severity == "warning"
     assert alert.host == "box-9"
     assert alert.process == "scraper-7/crawler (pid 42)"
     assert alert.value == pytest.approx(85.0)
     assert alert.agent_id == agent.agent.id
+
+
+def test_it_keeps_a_late_sample_but_raises_no_alert_from_it(agent):
+    from django.core.cache import cache
+
+    cache.clear()
+    host_sample("box-9", T0 - timedelta(seconds=1))
+    # Received six minutes after the last sample's own time: a backfill.
+    with time_machine.travel(T0 + timedelta(seconds=30 + 6 * 60), tick=False):
+        assert store_agent_samples(agent.agent, "box-9", samples([int(8.5 * GIB)] * 7)) == 7
+    assert AgentSample.objects.count() == 7
+    assert Alert.objects.count() == 0
 
 
 def test_it_raises_no_process_alert_on_a_host_nobody_samples(agent):

@@ -18,7 +18,8 @@ def admin_client(client):
 
 def test_creating_an_agent_shows_its_key_once(admin_client):
     response = admin_client.post("/admin/oversight/agent/add/", {
-        "name": "ci-bot", "description": "", "keys-TOTAL_FORMS": "0", "keys-INITIAL_FORMS": "0",
+        "name": "ci-bot", "description": "", "hosts": "[]", "operations": "[]", "max_pending": "20",
+        "keys-TOTAL_FORMS": "0", "keys-INITIAL_FORMS": "0",
     }, follow=True)
     assert response.status_code == 200
     text = response.content.decode()
@@ -35,7 +36,8 @@ def test_editing_a_policy_writes_a_new_version(admin_client):
     data = {
         "memory_pressure": "85", "delegation_depth": "4", "circular_refs": "3", "timeout_seconds": "300",
         "timeout_action": "reject", "escalate_after": "0.5", "escalation_contacts": "[]", "trusted_agents": '["ci-bot"]',
-        "note": "quieter", "max_standing_seconds": "0",
+        "min_timeout_seconds": "60", "required_approvals": "1", "approver_groups": "[]", "missing_metrics": "ignore",
+        "reject_cooldown_seconds": "300", "max_standing_seconds": "0", "note": "quieter",
     }
     response = admin_client.post(f"/admin/oversight/policy/{policy.pk}/change/", data)
     assert response.status_code == 302, response.content.decode()[:2000]
@@ -59,3 +61,22 @@ def test_requests_cannot_be_changed_in_the_admin(admin_client, agent):
 def test_people_who_are_not_staff_are_kept_out(client, operator):
     client.login(username="olivia", password="correct horse battery")
     assert client.get("/admin/oversight/agent/").status_code == 302
+
+
+def test_the_agent_list_shows_owner_hosts_operations_and_limit(admin_client, operator):
+    Agent.objects.create(name="db-bot", owner=operator, hosts=["db-1"], operations=["drop-db"], max_pending=5)
+    page = admin_client.get("/admin/oversight/agent/").content.decode()
+    assert "olivia" in page and "db-1" in page and "drop-db" in page and "<td class=\"field-max_pending\">5</td>" in page
+
+
+def test_a_policy_edit_in_the_admin_that_breaks_the_quorum_rule_is_refused(admin_client):
+    policy = ensure_default_policy()
+    data = {
+        "memory_pressure": "80", "delegation_depth": "4", "circular_refs": "3", "timeout_seconds": "300",
+        "timeout_action": "approve", "escalate_after": "0.5", "escalation_contacts": "[]", "trusted_agents": "[]",
+        "min_timeout_seconds": "60", "required_approvals": "2", "approver_groups": "[]", "missing_metrics": "ignore",
+        "reject_cooldown_seconds": "300", "max_standing_seconds": "0", "note": "",
+    }
+    response = admin_client.post(f"/admin/oversight/policy/{policy.pk}/change/", data)
+    assert response.status_code == 200 and "must be reject" in response.content.decode()
+    assert Policy.objects.filter(operation="*").count() == 1

@@ -34,7 +34,7 @@ def test_an_unknown_id_is_404(client, agent, request_id):
     assert response.status_code == 404 and error_code(response) == "not_found"
 
 
-def test_a_read_past_the_deadline_returns_and_persists_the_timeout(client, agent):
+def test_a_read_past_the_deadline_returns_and_persists_the_timeout(client, agent, short_timeouts):
     created = submit(client, agent, metrics={"delegation_depth": 5}, timeout_seconds=30).json()
     req = OversightRequest.objects.get(id=created["id"])
     with time_machine.travel(req.deadline + timedelta(seconds=1), tick=False):
@@ -106,7 +106,7 @@ def test_openapi_describes_every_endpoint_from_the_validating_models(client):
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {
         "/api/v1/requests", "/api/v1/requests/{id}", "/api/v1/requests/{id}/cancel", "/api/v1/metrics",
-        "/api/v1/openapi.json",
+        "/api/v1/openapi.json", "/api/v1/requests/{id}/receipt", "/api/v1/keys",
     }
     submit_schema = doc["components"]["schemas"]["SubmitRequest"]
     assert submit_schema["properties"]["operation"]["pattern"] == "^[a-z0-9][a-z0-9_.-]{0,63}$"

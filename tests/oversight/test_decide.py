@@ -81,7 +81,7 @@ def test_it_answers_409_with_the_winner_when_already_decided(client, operator, p
     assert pending.decided_by == "oscar"
 
 
-def test_it_answers_409_once_the_deadline_has_passed(client, operator, agent, time_machine):
+def test_it_answers_409_once_the_deadline_has_passed(client, operator, agent, short_timeouts, time_machine):
     req = submit(agent, timeout_seconds=10)
     time_machine.move_to(timezone.now() + timedelta(seconds=11))
     client.force_login(operator)

@@ -9,7 +9,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from oversight import actions
-from oversight.models import AuditEvent, OversightRequest, Source, Status
+from oversight.models import AuditEvent, OversightRequest, Policy, Source, Status
 
 
 def _critical(agent, **kwargs):
@@ -80,7 +80,7 @@ def test_nothing_times_out_before_the_deadline(agent):
 
 
 @pytest.mark.django_db
-def test_the_sweep_applies_a_batch_in_deadline_order(agent):
+def test_the_sweep_applies_a_batch_in_deadline_order(agent, short_timeouts):
     reqs = [_critical(agent, timeout_seconds=10 + i) for i in range(5)]
     with time_machine.travel(timezone.now() + timedelta(seconds=13), tick=False):
         assert actions.expire_due(batch=2) == 2
@@ -115,7 +115,7 @@ def test_escalation_marks_the_request_once_at_its_time(agent):
 
 
 @pytest.mark.django_db
-def test_a_shorter_timeout_moves_the_deadline_and_escalation(agent):
+def test_a_shorter_timeout_moves_the_deadline_and_escalation(agent, short_timeouts):
     req = _critical(agent, timeout_seconds=20)
     assert (req.deadline - req.created_at).total_seconds() == 20
     assert (req.escalate_at - req.created_at).total_seconds() == 10
@@ -165,7 +165,8 @@ def test_many_operators_racing_make_exactly_one_decision(agent):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_operator_and_the_timeout_racing_at_the_deadline_make_one_decision(agent):
+def test_an_operator_and_the_timeout_racing_at_the_deadline_make_one_decision(agent, short_timeouts):
+    Policy.objects.filter(is_current=True).update(reject_cooldown_seconds=0)  # the same request, asked five times
     for _ in range(5):
         req = _critical(agent)
         workers = [

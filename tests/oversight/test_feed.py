@@ -143,7 +143,7 @@ async def test_it_accepts_operators_and_managers(operator, manager):
         await feed.disconnect()
 
 
-async def test_it_sends_a_snapshot_of_critical_pending_requests_and_firing_alerts(operator, agent):
+async def test_it_sends_a_snapshot_of_critical_pending_requests_and_firing_alerts(operator, agent, short_timeouts):
     late = await database_sync_to_async(submit)(agent, "later")
     soon = await database_sync_to_async(submit)(agent, "sooner", timeout_seconds=30)
     await database_sync_to_async(submit)(agent, "harmless", critical=False)

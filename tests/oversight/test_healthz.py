@@ -6,7 +6,20 @@ from django.test import override_settings
 def test_it_reports_every_part_ok(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "channel_layer": "ok", "broker": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "channel_layer": "ok", "broker": "ok", "clock": "ok"}
+
+
+@pytest.mark.django_db
+def test_it_says_skewed_when_this_nodes_clock_is_off_the_databases(client, time_machine):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    time_machine.move_to(timezone.now() + timedelta(seconds=5), tick=True)
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json()["clock"] == "skewed"
+    time_machine.move_to(timezone.now() - timedelta(seconds=5), tick=True)
+    assert client.get("/healthz").json()["clock"] == "ok"
 
 
 DEAD = "redis://127.0.0.1:1/0"

@@ -156,3 +156,22 @@ def test_a_null_origin_is_refused_everywhere_else(pending, operator):
                           headers={"Origin": "null"})
     assert answer.status_code == 403
     assert status_of(pending) == Status.PENDING
+
+
+def test_links_follow_who_may_decide(agent, operator, second_operator):
+    from django.contrib.auth.models import Group
+
+    agent.agent.owner = operator
+    agent.agent.save()
+    submission = actions.Submission(operation="delegate", summary="s", payload={}, metrics={"memory_pressure": 95.0})
+    owned = actions.do_submit(agent.agent, submission)[0]
+    assert links_for(owned, operator) is None  # the owner never decides
+    assert links_for(owned, second_operator) is not None
+    actions.do_change_policy("*", {"approver_groups": ["sre"], "timeout_action": "reject"}, by="mia")
+    agent.agent.owner = None
+    agent.agent.save()
+    grouped = actions.do_submit(agent.agent, submission)[0]
+    assert links_for(grouped, second_operator) is None
+    second_operator.groups.add(Group.objects.get_or_create(name="sre")[0])
+    second_operator = type(second_operator).objects.get(pk=second_operator.pk)  # groups are read once per object
+    assert links_for(grouped, second_operator) is not None

@@ -49,7 +49,7 @@ def test_it_returns_the_moment_an_operator_decides(live, agent):
     assert latency < 5  # woken by the decision, not by the 30 s limit
 
 
-def test_it_returns_the_timeout_decision_at_the_deadline(live, agent):
+def test_it_returns_the_timeout_decision_at_the_deadline(live, agent, short_timeouts):
     created = _submit(live, agent, timeout_seconds=2)
     response = httpx.get(f"{live.url}/api/v1/requests/{created['id']}?wait=20", headers=agent.headers, timeout=30)
     body = response.json()
@@ -80,6 +80,8 @@ def test_submit_with_wait_holds_a_critical_request_and_not_a_routine_one(live, a
 
 
 def test_many_waiting_agents_are_all_woken(live, agent):
+    agent.agent.max_pending = 100  # one agent stands in for forty waiting ones
+    agent.agent.save()
     created = [_submit(live, agent, summary=f"n{i}") for i in range(40)]
 
     async def wait_all():

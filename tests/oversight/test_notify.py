@@ -53,12 +53,13 @@ def test_a_mail_server_that_is_down_is_worth_a_retry(escalated, settings):
 
 
 @pytest.mark.live
-def test_the_beat_escalates_and_a_worker_sends_the_notice(live, agent):
+def test_the_beat_escalates_and_a_worker_sends_the_notice(live, agent, short_timeouts):
     """End to end: beat's sweep escalates at half the timeout, the worker mails (console
     backend in the live stack) and audits it."""
     import time
 
-    actions.do_change_policy("deploy", {"escalation_contacts": ["lead@example.org"], "always": True}, by="maria")
+    actions.do_change_policy("deploy", {"escalation_contacts": ["lead@example.org"], "always": True,
+                                          "min_timeout_seconds": 1}, by="maria")
     req, _ = actions.do_submit(agent.agent, actions.Submission("deploy", "Ship it", {}, {}, timeout_seconds=4))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

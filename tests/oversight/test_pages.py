@@ -130,7 +130,7 @@ def test_it_offers_managers_no_decision(client, manager, pending):
     assert "approve-form" not in html
 
 
-def test_it_applies_a_passed_deadline_when_the_page_is_read(client, operator, agent, time_machine):
+def test_it_applies_a_passed_deadline_when_the_page_is_read(client, operator, agent, short_timeouts, time_machine):
     req = submit(agent, timeout_seconds=5)
     time_machine.move_to(timezone.now() + timedelta(seconds=6))
     client.force_login(operator)

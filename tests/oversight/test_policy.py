@@ -30,7 +30,8 @@ def test_it_fires_each_rule_only_strictly_over_its_threshold(default_policy, rul
 def test_it_records_every_rule_with_threshold_value_and_source(default_policy):
     result = evaluate(default_policy, agent_name="a", metrics={"memory_pressure": 83.5, "delegation_depth": 5, "circular_refs": 1})
     assert result.triggers == [
-        {"rule": "memory_pressure", "threshold": 80.0, "value": 83.5, "fired": True, "source": "agent"},
+        {"rule": "memory_pressure", "threshold": 80.0, "value": 83.5, "fired": True, "source": "agent",
+         "agent_value": 83.5, "monitored_value": None},
         {"rule": "delegation_depth", "threshold": 4, "value": 5, "fired": True, "source": "agent"},
         {"rule": "circular_refs", "threshold": 3, "value": 1, "fired": False, "source": "agent"},
     ]
@@ -43,13 +44,37 @@ def test_a_missing_value_does_not_fire(default_policy):
     assert all(t["value"] is None and not t["fired"] for t in result.triggers)
 
 
-def test_host_pressure_is_used_only_when_the_agent_sends_none(default_policy):
+def test_it_judges_the_larger_of_the_agents_and_the_monitored_pressure(default_policy):
     from_monitoring = evaluate(default_policy, agent_name="a", metrics={}, host_pressure=91.0)
     assert from_monitoring.triggers[0] == {
         "rule": "memory_pressure", "threshold": 80.0, "value": 91.0, "fired": True, "source": "monitoring",
+        "agent_value": None, "monitored_value": 91.0,
     }
-    from_agent = evaluate(default_policy, agent_name="a", metrics={"memory_pressure": 10}, host_pressure=91.0)
-    assert from_agent.triggers[0]["source"] == "agent" and not from_agent.critical
+    understated = evaluate(default_policy, agent_name="a", metrics={"memory_pressure": 10}, host_pressure=91.0)
+    assert understated.critical
+    assert understated.triggers[0] | {} == {
+        "rule": "memory_pressure", "threshold": 80.0, "value": 91.0, "fired": True, "source": "monitoring",
+        "agent_value": 10, "monitored_value": 91.0,
+    }
+    higher = evaluate(default_policy, agent_name="a", metrics={"memory_pressure": 95}, host_pressure=50.0)
+    assert higher.triggers[0]["value"] == 95 and higher.triggers[0]["source"] == "agent"
+    assert higher.triggers[0]["monitored_value"] == 50.0
+
+
+def test_with_missing_metrics_critical_an_absent_value_fires(db):
+    policy = actions.do_change_policy("deploy", {"missing_metrics": "critical"}, by="maria")
+    assert _fired(policy) == ({"memory_pressure", "delegation_depth", "circular_refs"}, True)
+    assert _fired(policy, memory_pressure=1, delegation_depth=1, circular_refs=1) == (set(), False)
+
+
+def test_a_trusted_agent_never_bypasses_always_or_a_quorum(db):
+    always = actions.do_change_policy("deploy", {"always": True, "trusted_agents": ["ci-bot"]}, by="maria")
+    assert evaluate(always, agent_name="ci-bot", metrics={}).critical
+    quorum = actions.do_change_policy(
+        "drop-db", {"required_approvals": 2, "timeout_action": "reject", "trusted_agents": ["ci-bot"]}, by="maria"
+    )
+    result = evaluate(quorum, agent_name="ci-bot", metrics={"delegation_depth": 9})
+    assert result.critical and not result.trusted_bypass
 
 
 def test_always_sends_every_request_to_a_human(db):

@@ -43,7 +43,7 @@ def test_it_runs_everything_and_stops_every_process(tmp_path, stop_with):
     try:
         health = _healthy(f"http://127.0.0.1:{port}", time.monotonic() + 120)
         output = (tmp_path / "run.log").read_text()
-        assert health == {"status": "ok", "database": "ok", "channel_layer": "ok", "broker": "ok"}, output
+        assert health == {"status": "ok", "database": "ok", "channel_layer": "ok", "broker": "ok", "clock": "ok"}, output
         assert f"http://127.0.0.1:{port}/" in output
         assert "operator  password:" in output and "manager   password:" in output
         children = psutil.Process(process.pid).children(recursive=True)

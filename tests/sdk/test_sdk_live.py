@@ -174,7 +174,7 @@ def test_cancelling_a_decided_request_says_who_decided(sdk):
     assert raised.value.request.status == "approved" and raised.value.request.decision.by == "olivia"
 
 
-def test_waiting_gets_the_timeout_decision_at_the_deadline(sdk):
+def test_waiting_gets_the_timeout_decision_at_the_deadline(sdk, short_timeouts):
     request = sdk.submit("delegate", "Delegate with a short deadline", metrics=DEEP, timeout_seconds=1)
 
     decided = sdk.wait(request.id)
@@ -326,7 +326,7 @@ def test_a_checkpoint_raises_rejected_with_the_reason(sdk, agent):
 
 
 def test_a_checkpoint_raises_rejected_when_the_deadline_applies_a_reject_policy(sdk):
-    actions.do_change_policy("deploy", {"always": True, "timeout_action": "reject"}, by="maria")
+    actions.do_change_policy("deploy", {"always": True, "timeout_action": "reject", "min_timeout_seconds": 1}, by="maria")
 
     with pytest.raises(Rejected) as raised, sdk.checkpoint("deploy", "Deploy", metrics=CALM, timeout_seconds=1):
         pytest.fail("the block must not run")

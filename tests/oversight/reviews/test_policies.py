@@ -108,3 +108,46 @@ def test_applying_a_suggestion_writes_one_audited_version(signed_manager):
 def test_a_bad_suggestion_is_refused(signed_manager, data):
     assert signed_manager.post("/policies/web_scrape/apply", data).status_code == 400
     assert not Policy.objects.filter(operation="web_scrape").exists()
+
+
+def test_the_editor_offers_the_oversight_fields_and_saves_them(signed_manager):
+    from django.contrib.auth.models import Group
+
+    Group.objects.create(name="dba")
+    page = signed_manager.get("/policies/drop-db/").content.decode()
+    for field in ("min_timeout_seconds", "required_approvals", "approver_groups", "missing_metrics",
+                  "reject_cooldown_seconds"):
+        assert f'name="{field}"' in page, field
+    response = signed_manager.post("/policies/drop-db/", GOOD | {
+        "min_timeout_seconds": "120", "required_approvals": "2", "approver_groups": "dba",
+        "missing_metrics": "critical", "reject_cooldown_seconds": "600",
+    })
+    assert response.status_code == 302
+    policy = current_policy("drop-db")
+    assert (policy.min_timeout_seconds, policy.required_approvals, policy.approver_groups, policy.missing_metrics,
+            policy.reject_cooldown_seconds) == (120, 2, ["dba"], "critical", 600)
+    page = signed_manager.get("/policies/drop-db/").content.decode()
+    assert "Members of dba" in page and "2 different operators must approve" in page
+
+
+@pytest.mark.parametrize("field,value", [
+    ("min_timeout_seconds", "0"), ("required_approvals", "0"), ("required_approvals", "11"),
+    ("approver_groups", "no-such-group"), ("missing_metrics", "panic"), ("reject_cooldown_seconds", "-1"),
+])
+def test_it_refuses_invalid_oversight_fields(signed_manager, field, value):
+    response = signed_manager.post("/policies/drop-db/", GOOD | {field: value})
+    assert response.status_code == 400 and 'class="error"' in response.content.decode()
+    assert not Policy.objects.filter(operation="drop-db").exists()
+
+
+def test_a_quorum_with_timeout_approve_is_refused(signed_manager):
+    response = signed_manager.post("/policies/drop-db/", GOOD | {"required_approvals": "2", "timeout_action": "approve"})
+    assert response.status_code == 400 and "Must be reject" in response.content.decode()
+    assert not Policy.objects.filter(operation="drop-db").exists()
+
+
+def test_it_warns_about_a_short_minimum_time_for_people(signed_manager):
+    signed_manager.post("/policies/drop-db/", GOOD | {"min_timeout_seconds": "5"})
+    page = signed_manager.get("/policies/drop-db/").content.decode()
+    assert "Warning: Agents may shorten the time people get to decide below 60 seconds" in page
+    assert "Warning" not in signed_manager.get("/policies/%2A/").content.decode()

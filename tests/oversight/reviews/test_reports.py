@@ -258,6 +258,29 @@ def test_it_counts_alerts_and_time_in_each_state_clipped_to_the_month():
     assert {(leak["host"], leak["findings"]) for leak in memory["leaks"]} == {("host-a", 2), ("host-b", 1)}
 
 
+def test_it_gives_the_false_positive_rate_of_alerts_and_findings_against_the_target():
+    from monitoring.models import Alert, LeakFinding
+
+    for i in range(10):
+        alert("host-a", "warning", f"2026-11-{10 + i} 10:00", f"2026-11-{10 + i} 11:00")
+    alert("host-a", "warning", "2026-10-10 10:00", "2026-10-10 11:00")  # October's
+    first = Alert.objects.filter(started_at__gte=at("2026-11-01 00:00")).order_by("id").first()
+    Alert.objects.filter(pk=first.pk).update(false_positive_at=at("2026-11-12 09:00"), false_positive_by="olga",
+                                             false_positive_reason="backup")
+    for day in range(3, 13):
+        LeakFinding.objects.create(host="host-a", pid=day, process="p", slope_bytes_per_hour=2**20,
+                                   detected_at=at(f"2026-11-{day:02d} 10:00"), last_seen_at=at(f"2026-11-{day:02d} 11:00"),
+                                   confidence=0.9, dismissed_at=at("2026-11-20 10:00") if day < 4 else None)
+    fp = nov()["memory"]["false_positives"]
+    assert fp["alerts"] == {"raised": 10, "marked": 1, "rate": 0.1}
+    assert fp["findings"] == {"raised": 10, "marked": 1, "rate": 0.1}
+    assert (fp["raised"], fp["marked"], fp["rate"], fp["target"]) == (20, 2, 0.1, 0.05)
+    rows = dict(map(tuple, next(t for t in reports.tables(nov()) if t["title"] == "Memory")["rows"]))
+    assert rows["False-positive rate, alerts and findings (target ≤ 5.0%)"] == "10.0% — above target"
+    assert rows["False positives: leak findings (marked ÷ raised)"] == "1 of 10 (10.0%)"
+    assert ("false_positives", "all", "rate", 0.1) in list(reports.csv_rows(nov()))
+
+
 def test_an_alert_still_firing_counts_up_to_now_in_the_current_month():
     alert("host-a", "critical", "2026-11-10 10:00")
     memory = reports.month_figures(NOV, now=at("2026-11-10 10:15"))["memory"]

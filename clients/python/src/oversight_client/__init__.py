@@ -38,6 +38,7 @@ from .errors import (
     ValidationError,
 )
 from .models import Decision, OversightRequest, Trigger
+from .receipts import ReceiptInvalid, verify_receipt
 from .reporter import MemoryReporter, Sample
 from .signature import verify_signature
 
@@ -63,6 +64,7 @@ __all__ = [
     "PayloadChanged",
     "PayloadTooLarge",
     "RateLimited",
+    "ReceiptInvalid",
     "Rejected",
     "Sample",
     "TimedOut",
@@ -81,5 +83,6 @@ __all__ = [
     "memory_pressure",
     "require_approval",
     "set_default_client",
+    "verify_receipt",
     "verify_signature",
 ]

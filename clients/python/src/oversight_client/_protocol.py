@@ -257,6 +257,15 @@ class Protocol:
                 if pause > 0:
                     yield Sleep(pause)
 
+    def keys(self) -> Flow[dict[str, Any]]:
+        response = yield from self.call(self.send("GET", "/keys"))
+        return json_body(response)
+
+    def receipt(self, request_id: str) -> Flow[str]:
+        path = f"/requests/{quote(str(request_id), safe='')}/receipt"
+        response = yield from self.call(self.send("GET", path))
+        return json_body(response)["receipt"]
+
     def cancel(self, request_id: str) -> Flow[OversightRequest]:
         """Cancel a pending request. Cancelling a cancelled request returns it unchanged."""
         path = f"/requests/{quote(str(request_id), safe='')}/cancel"

@@ -164,11 +164,34 @@ class Checkpoint:
             idempotency_key=self.idempotency_key, on_unavailable=self.on_unavailable,
         )
 
+    def _verified(self, request: OversightRequest | None) -> OversightRequest | None:
+        """With the server's JWKS, the approval must come with a receipt that verifies."""
+        jwks = getattr(self.client, "jwks", None)
+        if request is None or not jwks:
+            return request
+        from .receipts import ReceiptInvalid, verify_receipt
+
+        decision = request.raw.get("decision") or {}
+        receipt = decision.get("receipt")
+        if not receipt:
+            raise ReceiptInvalid(f"request {request.id} was approved without a receipt",
+                                 request=request)
+        approved_payload = decision.get("payload")
+        if approved_payload is None:
+            approved_payload = request.payload
+        try:
+            verify_receipt(receipt, approved_payload, jwks, operation=self.operation,
+                           agent=request.agent, issuer=self.client.issuer)
+        except ReceiptInvalid as exc:
+            exc.request = request
+            raise
+        return request
+
     def __enter__(self) -> OversightRequest | None:
         run = getattr(self.client, "run", None)
         if run is None:
             raise TypeError("an AsyncClient checkpoint needs `async with`")
-        self.request = run(self._flow())
+        self.request = self._verified(run(self._flow()))
         return self.request
 
     def __exit__(self, *exc_info: object) -> None:
@@ -182,6 +205,7 @@ class Checkpoint:
         else:
             # A blocking client in async code: wait in a thread, not on the event loop.
             self.request = await asyncio.to_thread(self.client.run, flow)  # type: ignore[union-attr]
+        self.request = self._verified(self.request)
         return self.request
 
     async def __aexit__(self, *exc_info: object) -> None:

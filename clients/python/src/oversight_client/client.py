@@ -40,6 +40,8 @@ class _Settings:
         on_unavailable: OnUnavailable = "deny",
         host: str | None = None,
         verify: bool | str | ssl.SSLContext = True,
+        jwks: Mapping[str, Any] | None = None,
+        issuer: str | None = None,
     ) -> None:
         self.url = (url or os.environ.get("OVERSIGHT_URL") or DEFAULT_URL).rstrip("/")
         key = api_key or os.environ.get("OVERSIGHT_API_KEY")
@@ -51,6 +53,9 @@ class _Settings:
         # TLS verification as httpx takes it: a CA bundle path or an SSLContext for a
         # server with its own certificate authority.
         self.verify = verify
+        # With the server's JWKS, checkpoints verify the decision's signed receipt.
+        self.jwks = jwks
+        self.issuer = (issuer or self.url).rstrip("/")
         self.protocol = Protocol(
             http_timeout=http_timeout,
             max_retries=max_retries,
@@ -73,8 +78,12 @@ class _Base:
     on_unavailable: OnUnavailable
     host: str
     url: str
+    jwks: Mapping[str, Any] | None
+    issuer: str
 
     def _configure(self, settings: _Settings) -> None:
+        self.jwks = settings.jwks
+        self.issuer = settings.issuer
         self.protocol = settings.protocol
         self.on_unavailable = settings.on_unavailable
         self.host = settings.host
@@ -152,6 +161,14 @@ class Client(_Base):
 
     def get(self, id: str, wait: float | None = None) -> OversightRequest:
         return self.run(self.protocol.get(id, wait))
+
+    def keys(self) -> dict[str, Any]:
+        """The server's JWKS, the public keys that verify decision receipts."""
+        return self.run(self.protocol.keys())
+
+    def receipt(self, id: str) -> str:
+        """A fresh receipt of a decided request, valid for the policy's receipt TTL."""
+        return self.run(self.protocol.receipt(id))
 
     def wait(self, id: str, timeout: float | None = None) -> OversightRequest:
         """Block until the request is final (any outcome); ``TimedOut`` after ``timeout``."""
@@ -235,6 +252,12 @@ class AsyncClient(_Base):
 
     async def get(self, id: str, wait: float | None = None) -> OversightRequest:
         return await self.arun(self.protocol.get(id, wait))
+
+    async def keys(self) -> dict[str, Any]:
+        return await self.arun(self.protocol.keys())
+
+    async def receipt(self, id: str) -> str:
+        return await self.arun(self.protocol.receipt(id))
 
     async def wait(self, id: str, timeout: float | None = None) -> OversightRequest:
         return await self.arun(self.protocol.wait(id, timeout))

@@ -1,0 +1,76 @@
+"""The two-person rule and who may decide, in real headless Chromium against the real
+stack: two operators in two browser contexts complete a quorum, and people who may not
+decide (the agent's owner, an operator outside the approver groups) see no buttons."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+from playwright.sync_api import expect
+
+from oversight import actions
+from tests.browser.test_queue import read, row, submit, wait_live
+
+pytestmark = [pytest.mark.browser, pytest.mark.live]
+
+
+def quorum_policy(**extra):
+    actions.do_change_policy(
+        "drop-db", {"always": True, "required_approvals": 2, "timeout_action": "reject"} | extra, by="maria"
+    )
+
+
+def test_two_operators_in_two_browsers_complete_a_quorum(live, open_page, operator, second_operator, agent):
+    quorum_policy()
+    mine = open_page(live.url, "olivia")
+    theirs = open_page(live.url, "oscar")
+    wait_live(mine)
+    wait_live(theirs)
+    request = submit(live.url, agent, "Drop the staging database", operation="drop-db")
+    for page in (mine, theirs):
+        expect(row(page, request["id"]).locator(".approvals")).to_have_text("0 of 2 approved")
+
+    row(mine, request["id"]).locator("button.approve").click()
+    expect(row(mine, request["id"]).locator(".approvals")).to_have_text("1 of 2 approved — by olivia")
+    expect(row(mine, request["id"]).locator("button.approve")).to_be_hidden()
+    expect(row(mine, request["id"]).locator("button.reject")).to_be_visible()
+    # The other operator's queue hears of it live, and still offers Approve.
+    expect(row(theirs, request["id"]).locator(".approvals")).to_have_text("1 of 2 approved — by olivia")
+    expect(row(theirs, request["id"]).locator("button.approve")).to_be_visible()
+    assert read(live.url, agent, request["id"])["status"] == "pending"
+    # A reload shows the same: no Approve for someone who already approved.
+    mine.reload()
+    expect(row(mine, request["id"]).locator(".approvals")).to_have_text("1 of 2 approved — by olivia")
+    expect(row(mine, request["id"]).locator("button.approve")).to_have_count(0)
+
+    row(theirs, request["id"]).locator("button.approve").click()
+    expect(row(theirs, request["id"])).to_have_count(0)
+    expect(row(mine, request["id"])).to_have_count(0)
+    final = read(live.url, agent, request["id"])
+    assert final["status"] == "approved" and [a["by"] for a in final["approvals"]] == ["olivia", "oscar"]
+
+
+def test_the_owner_and_an_operator_outside_the_groups_see_no_buttons(live, open_page, operator, second_operator, agent):
+    dba = Group.objects.create(name="dba")
+    quorum_policy(approver_groups=["dba"], required_approvals=1)
+    third = type(operator).objects.create_user("alice", password="correct horse battery")
+    third.groups.add(dba, Group.objects.get(name="operators"))
+    agent.agent.owner = third
+    agent.agent.save()
+    outsider = open_page(live.url, "olivia")  # an operator, not in dba
+    owner = open_page(live.url, "alice")  # in dba, but owns the agent
+    wait_live(outsider)
+    wait_live(owner)
+    request = submit(live.url, agent, "Drop the staging database", operation="drop-db")
+    for page in (outsider, owner):
+        item = row(page, request["id"])
+        expect(item).to_be_visible()
+        expect(item.locator(".not-yours")).to_be_visible()
+        expect(item.locator("button.approve")).to_be_hidden()
+        expect(item.locator("button.reject")).to_be_hidden()
+    # After a reload too (the server-rendered rows), and on the request's own page.
+    outsider.reload()
+    expect(row(outsider, request["id"]).locator("button")).to_have_count(0)
+    outsider.goto(f"{live.url}/requests/{request['id']}/")
+    expect(outsider.locator("#not-yours")).to_be_visible()
+    expect(outsider.locator("button.approve")).to_have_count(0)
