@@ -24,6 +24,7 @@ import pytest
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from oversight import actions
 from oversight.models import AuditEvent, OversightRequest, Source, Status
 from oversight.runner import Supervisor, beat_argv, free_port, start_redis, wait_for_port, web_argv, worker_argv
 from tests.conftest import live_database_url
@@ -143,6 +144,14 @@ def fault_stack(transactional_db):
         stack.watcher.join(5)
         stack.supervisor.stop()
         stack.redis_supervisor.stop()
+
+
+@pytest.fixture(autouse=True)
+def short_timeouts(agent):
+    """These requests time out in seconds (the default policy grants people at least 60 s)."""
+    actions.do_change_policy("*", {"min_timeout_seconds": 1}, by="maria")
+    agent.agent.max_pending = 10_000  # many pending at once is the point here
+    agent.agent.save(update_fields=["max_pending"])
 
 
 def _submit(client: httpx.Client, url: str, body: dict) -> httpx.Response:

@@ -14,6 +14,14 @@ from oversight import actions, deadlines
 from oversight.models import AuditEvent, OversightRequest, Source, Status
 
 
+@pytest.fixture(autouse=True)
+def short_timeouts(agent):
+    """These requests time out in seconds (the default policy grants people at least 60 s)."""
+    actions.do_change_policy("*", {"min_timeout_seconds": 1}, by="maria")
+    agent.agent.max_pending = 10_000  # many pending at once is the point here
+    agent.agent.save(update_fields=["max_pending"])
+
+
 def submit(agent, **fields) -> OversightRequest:
     submission = actions.Submission(
         operation="delegate", summary="s", payload={}, metrics={"memory_pressure": 91.0}, **fields
