@@ -222,7 +222,7 @@ def test_it_keeps_every_deadline_when_the_worker_and_beat_are_killed(fault_stack
     swept = _lateness(ids[10:])
     print(
         f"\n[faults] worker+beat SIGKILLed, 30 requests due: worker running tasks again "
-        f"{recovered_at - killed_at:.1f} s after the kill; read on time by their agent: 10 (lateness {_summary(_lateness(read))}); "
+        f"{recovered_at - killed_at:.1f} s after the kill; read by their agent once every deadline had passed: 10 (lateness {_summary(_lateness(read))}); "
         f"decided by the restarted beat: 20 (lateness {_summary(swept)}); lost 0; decided twice 0"
     )
 
