@@ -178,6 +178,14 @@ def _raise(host, process, rule: Rule, state: State, at: datetime, agent) -> Aler
         raised_at=at,
     )
     send_event_on_commit("alert.raised", {"alert": alert_dict(alert)})
+    if alert.severity == Severity.CRITICAL:
+        from oversight.notifications import schedule_monitoring
+
+        schedule_monitoring(
+            "alert", str(alert.pk), f"[Oversight] Critical memory pressure on {host}",
+            f"Host:      {host}\nProcess:   {process or '-'}\nPressure:  {alert.value:g} % "
+            f"(threshold {alert.threshold:g} %)\nSince:     {iso(alert.started_at)}\n",
+        )
     return alert
 
 

@@ -160,6 +160,13 @@ def handle_one_verdict(key: Key, process: str, verdict: Verdict, current: LeakFi
                 windows=len(verdict.levels), **fields,
             )
             send_event_on_commit("leak.suspected", {"finding": finding_detail(finding)})
+            from oversight.notifications import schedule_monitoring
+
+            schedule_monitoring(
+                "leak", str(finding.pk), f"[Oversight] Memory leak suspected: {process or pid} on {host}",
+                f"Host:      {host}\nProcess:   {process or '-'} (pid {pid})\n"
+                f"Growth:    {verdict.slope_per_hour / 2**20:.1f} MiB per hour\nExhaustion: {iso(exhaustion) or '-'}\n",
+            )
         return 1
     if verdict.stopped and current is not None and seen > current.last_seen_at:
         clear(current, seen)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Max
 from django.http import Http404, HttpRequest, JsonResponse
 from django.shortcuts import redirect, render
@@ -14,7 +15,9 @@ from django.views.decorators.http import require_GET, require_POST
 from monitoring import alerts, leaks
 from monitoring.leaks import finding_dict
 from monitoring.models import AgentRollup, AgentSample, Alert, HostRollup, HostSample, LeakFinding, LeakWeek
+from oversight import audit
 from oversight.api.errors import error_response
+from oversight.models import AuditEvent
 from oversight.roles import MANAGERS, OPERATORS, role_required
 from oversight.serializers import iso
 
@@ -246,7 +249,10 @@ def acknowledge(request: HttpRequest, alert_id: int):
     """An operator takes an alert in hand; the first acknowledgement stands."""
     if not Alert.objects.filter(id=alert_id).exists():
         raise Http404("No such alert.")
-    done = alerts.acknowledge(alert_id, request.user.get_username())
+    with transaction.atomic():
+        done = alerts.acknowledge(alert_id, request.user.get_username())
+        if done:  # only the acknowledgement that stands is audited
+            audit.record(AuditEvent.Kind.ALERT_ACKNOWLEDGED, request.user.get_username(), alert=alert_id)
     alert = Alert.objects.get(id=alert_id)
     if "application/json" in request.headers.get("Accept", ""):
         body = {"alert": alerts.alert_dict(alert), "acknowledged_by": alert.acknowledged_by}

@@ -253,6 +253,10 @@ def do_submit(
             AuditEvent.objects.bulk_create(_submission_events(req, policy, now))
             if req.status == Status.PENDING:
                 _broadcast(req, "request.created")
+                if policy.notify:
+                    from oversight.notifications import schedule_for_request
+
+                    schedule_for_request(req, "created", now=now)
             else:
                 _broadcast(req, "request.decided")
                 _schedule_callback(req)
@@ -549,20 +553,22 @@ def handle_one_escalation(request_id, *, now: datetime) -> bool:
             data={"contacts": req.policy.escalation_contacts},
         )
         _broadcast(req, "request.escalated")
-        if req.policy.escalation_contacts:
-            from oversight.tasks import notify_escalation
+        from oversight.notifications import schedule_for_request
+        from oversight.notify import recipients
 
-            transaction.on_commit(lambda: _enqueue(notify_escalation, str(request_id)))
+        addresses, _ = recipients(req.policy.escalation_contacts or [])
+        schedule_for_request(req, "escalated", extra=addresses, now=now)
     return True
 
 
 def _schedule_callback(req: OversightRequest) -> None:
-    if not req.callback_url:
-        return
-    from oversight.tasks import deliver_callback
+    """The decision's deliveries: the agent's callback and, for a request that waited
+    for people, the decision notice. Outbox rows in this transaction."""
+    from oversight import deliveries, notifications
 
-    request_id = str(req.id)
-    transaction.on_commit(lambda: _enqueue(deliver_callback, request_id))
+    deliveries.schedule_callback(req)
+    if req.critical:
+        notifications.schedule_for_request(req, "decided", now=req.decided_at)
 
 
 def _enqueue(task, *args) -> None:
@@ -579,6 +585,10 @@ def do_change_policy(operation: str, changes: dict, *, by: str, note: str = "", 
     """Write a new version of `operation`'s policy (starting from the current one, or
     from the defaults for a new operation) and audit the change."""
     now = now or timezone.now()
+    if "notify" in changes:  # validated, and credentials sealed (already sealed ones kept)
+        from oversight.notifications import parse_notify
+
+        changes = changes | {"notify": parse_notify(changes["notify"])}
     with transaction.atomic():
         current = (
             Policy.objects.select_for_update().filter(operation=operation, is_current=True).first()
@@ -602,10 +612,24 @@ def do_change_policy(operation: str, changes: dict, *, by: str, note: str = "", 
         AuditEvent.objects.create(
             policy=policy, kind=AuditEvent.Kind.POLICY_CHANGED, at=now, actor=by,
             data={"operation": operation, "version": version,
-                  "changes": {k: [base.get(k), v] for k, v in new_settings.items() if base.get(k) != v},
+                  "changes": _masked_changes(base, new_settings),
                   "note": note},
         )
     return policy
+
+
+def _masked_changes(base: dict, new: dict) -> dict:
+    """A policy change for the audit: notification targets masked (no credentials)."""
+    from oversight.notifications import mask
+
+    changes = {}
+    for key, value in new.items():
+        before = base.get(key)
+        if key == "notify":
+            before, value = [mask(t) for t in before or []], [mask(t) for t in value or []]
+        if before != value:
+            changes[key] = [before, value]
+    return changes
 
 
 # --- Standing approvals (spec §9.7) ----------------------------------------------------

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.utils import timezone
 from django.utils.html import format_html
 
-from oversight import actions
+from oversight import actions, keys
 from oversight.models import Agent, ApiKey, AuditEvent, OversightRequest, Policy
 from oversight.policy_keys import check
 
@@ -42,7 +41,7 @@ class AgentAdmin(admin.ModelAdmin):
             self._issue(request, obj)
 
     def _issue(self, request, agent):
-        _, raw = agent.issue_key(label=f"admin:{request.user.get_username()}")
+        _, raw = keys.issue(agent, by=request.user.get_username(), label=f"admin:{request.user.get_username()}")
         self.message_user(
             request,
             format_html("New API key for <b>{}</b> — copy it now, it is shown only once: <code>{}</code>", agent.name, raw),
@@ -56,7 +55,7 @@ class AgentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke every key")
     def revoke_keys(self, request, queryset):
-        count = ApiKey.objects.filter(agent__in=queryset, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = keys.revoke(ApiKey.objects.filter(agent__in=queryset), by=request.user.get_username())
         self.message_user(request, f"Revoked {count} key(s).")
 
 
@@ -71,9 +70,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoke instead: a revocation is audited, a deleted key leaves no trace
+
     @admin.action(description="Revoke")
     def revoke(self, request, queryset):
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = keys.revoke(queryset, by=request.user.get_username())
         self.message_user(request, f"Revoked {count} key(s).")
 
 
@@ -132,6 +134,32 @@ class AuditInline(admin.TabularInline):
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The whole trail, read-only: the database refuses changes anyway (oversight/audit_triggers.py)."""
+
+    list_display = ("at", "kind", "actor", "request", "policy")
+    list_filter = ("kind",)
+    search_fields = ("actor",)
+    readonly_fields = ("at", "kind", "actor", "request", "policy", "data")
+    actions = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 

@@ -13,7 +13,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oversight.settings")
 app = Celery("oversight")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # The default queue, and the broadcast every worker consumes (per-host memory collection).
-app.conf.task_queues = (Queue("celery"), Broadcast("monitoring.broadcast"))
+# Deliveries (callbacks, notifications) have their own queue, so a slow receiver never
+# holds up timeouts and sweeps.
+app.conf.task_queues = (Queue("celery"), Queue("deliveries"), Broadcast("monitoring.broadcast"))
+app.conf.task_routes = {
+    "oversight.deliver": {"queue": "deliveries"},
+    "oversight.deliveries_sweep": {"queue": "deliveries"},
+}
 app.autodiscover_tasks(["oversight", "monitoring"])
 
 
@@ -24,12 +30,16 @@ def _schedule(sender, **kwargs) -> None:
     # Beat fires these; every worker may run them: claims are conditional UPDATEs.
     # Each expires after one interval so a backlog never replays stale sweeps.
     sweep = settings.OVERSIGHT_SWEEP_SECONDS
-    if settings.OVERSIGHT_DEADLINE_LOOP:
-        # Beat's own deadline loop applies timeouts as they fall due; the sweep through
-        # the broker stays as a slow backstop. Every second, it only fought the loop
-        # for the same rows (and SQLite's write lock) under a burst of deadlines.
-        sweep = max(sweep, 30.0)
-    sender.add_periodic_task(sweep, sender.signature("oversight.sweep", expires=sweep), name="oversight sweep")
+    # Beat's own deadline loop applies timeouts as they fall due; the timeout sweep
+    # through the broker stays as a slow backstop. Every second, it only fought the
+    # loop for the same rows (and SQLite's write lock) under a burst of deadlines.
+    deadlines = max(sweep, 30.0) if settings.OVERSIGHT_DEADLINE_LOOP else sweep
+    sender.add_periodic_task(
+        deadlines, sender.signature("oversight.sweep", expires=deadlines), name="oversight sweep"
+    )
+    sender.add_periodic_task(
+        sweep, sender.signature("oversight.deliveries_sweep", expires=sweep), name="oversight deliveries sweep"
+    )
 
     from monitoring.tasks import schedule as monitoring_schedule
 

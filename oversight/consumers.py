@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,6 +14,8 @@ from django.conf import settings
 
 from oversight.events import FEED_GROUP, ROUTINE_GROUP
 from oversight.roles import MANAGERS, OPERATORS, has_role
+
+log = logging.getLogger(__name__)
 
 
 class SameOriginValidator:
@@ -60,6 +63,7 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not await database_sync_to_async(has_role)(user, OPERATORS, MANAGERS):
             await self.close(code=4403)
             return
+        self.session_key = await database_sync_to_async(_session_key)(self.scope)
         query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
         wants_routine = query.get("routine", ["1"])[-1] != "0"
         self.feed_groups = (FEED_GROUP, ROUTINE_GROUP) if wants_routine else (FEED_GROUP,)
@@ -69,12 +73,34 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         self.resync = False
         self.wake = asyncio.Event()
         await self.accept()
+        self.watch = asyncio.create_task(self.watch_access(user.pk))
         # Joined first, snapshot second: an event between the two may arrive twice,
         # never not at all. Browsers apply events by request id, so twice is harmless.
         await self.send_json(await database_sync_to_async(snapshot)())
         self.writer = asyncio.ensure_future(self._write())
 
+    async def watch_access(self, user_id: int) -> None:
+        """Close the socket once its person signs out, is deactivated or loses the role.
+
+        Re-checked from the database every OVERSIGHT_FEED_RECHECK_SECONDS: sign-outs
+        from another tab, the admin's deactivation and role changes on another node
+        all show there, and nothing has to remember to notify the sockets.
+        """
+        while True:
+            await asyncio.sleep(settings.OVERSIGHT_FEED_RECHECK_SECONDS)
+            try:
+                code = await database_sync_to_async(access_lost)(user_id, self.session_key)
+            except Exception:  # a database hiccup: keep the socket, look again next time
+                log.warning("The feed could not re-check a socket's access.", exc_info=True)
+                continue
+            if code:
+                await self.close(code=code)
+                return
+
     async def disconnect(self, code):
+        watch = getattr(self, "watch", None)
+        if watch is not None:
+            watch.cancel()
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.cancel()
@@ -107,6 +133,32 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
                     await self.send_json(await database_sync_to_async(snapshot)())
                 else:
                     await self.send(text_data=self.backlog.popleft())
+
+
+def _session_key(scope) -> str | None:
+    session = scope.get("session")
+    return getattr(session, "session_key", None)
+
+
+def access_lost(user_id: int, session_key: str | None) -> int | None:
+    """4401 when the session no longer signs this user in (signed out, deactivated, deleted,
+    password changed), 4403 when the user lost the role; None while access stands."""
+    from importlib import import_module
+
+    from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.utils.crypto import constant_time_compare
+
+    if not session_key:
+        return 4401
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
+    if str(data.get(SESSION_KEY)) != str(user_id):
+        return 4401
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None or not user.is_active:
+        return 4401
+    if not constant_time_compare(data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()):
+        return 4401
+    return None if has_role(user, OPERATORS, MANAGERS) else 4403
 
 
 def snapshot() -> dict:

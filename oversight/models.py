@@ -104,6 +104,9 @@ class Policy(models.Model):
         default=0, help_text="Longest standing approval an operator may grant (0: never)."
     )
     trusted_agents = models.JSONField(default=list, blank=True)
+    # Notification targets (e-mail, http(s) webhook, Apprise URL); credentials sealed.
+    notify = models.JSONField(default=list, blank=True)
+    remind_every_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no reminders.")
     min_timeout_seconds = models.PositiveIntegerField(default=60)
     required_approvals = models.PositiveSmallIntegerField(default=1)
     # Django group names whose members may decide (empty: every operator).
@@ -139,6 +142,8 @@ class Policy(models.Model):
         "escalate_after",
         "escalation_contacts",
         "trusted_agents",
+        "notify",
+        "remind_every_seconds",
         "receipt_ttl_seconds",
         "min_timeout_seconds",
         "required_approvals",
@@ -150,6 +155,13 @@ class Policy(models.Model):
 
     def settings_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.SETTING_FIELDS}
+
+    @property
+    def notify_masked(self) -> list[str]:
+        """The notification targets as pages show them: no credentials."""
+        from oversight.notifications import mask
+
+        return [mask(t) for t in self.notify or []]
 
 
 # The reasons operators pick from when rejecting (free text is always allowed); the
@@ -285,7 +297,11 @@ class OversightRequest(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Append-only: one row per thing that happened to a request or a policy."""
+    """Append-only: one row per thing that happened to a request, a policy, a key or a person.
+
+    Enforced three times: save() refuses an update, the admin is read-only, and
+    database triggers refuse UPDATE, DELETE and TRUNCATE (oversight/audit_triggers.py).
+    """
 
     class Kind(models.TextChoices):
         SUBMITTED = "submitted"
@@ -296,15 +312,23 @@ class AuditEvent(models.Model):
         CANCELLED = "cancelled"
         CALLBACK_DELIVERED = "callback_delivered"
         CALLBACK_FAILED = "callback_failed"
+        NOTIFICATION_DELIVERED = "notification_delivered"
+        NOTIFICATION_FAILED = "notification_failed"
+        NOTIFICATION_SKIPPED = "notification_skipped"
         POLICY_CHANGED = "policy_changed"
         APPROVED = "approved"
         GRANT_CREATED = "grant_created"
         GRANT_REVOKED = "grant_revoked"
+        KEY_CREATED = "key_created"
+        KEY_REVOKED = "key_revoked"
+        LOGIN_SUCCEEDED = "login_succeeded"
+        LOGIN_FAILED = "login_failed"
+        ALERT_ACKNOWLEDGED = "alert_acknowledged"
 
     request = models.ForeignKey(
-        OversightRequest, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
+        OversightRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="events"
     )
-    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, null=True, blank=True, related_name="events")
     kind = models.CharField(max_length=30, choices=Kind.choices)
     at = models.DateTimeField(default=timezone.now)
     actor = models.CharField(max_length=150, blank=True, help_text="Who or what: a username, an agent, the policy, the timeout.")
@@ -316,6 +340,7 @@ class AuditEvent(models.Model):
             # A request's timeline on its page.
             models.Index(fields=["request", "at"], name="audit_request_at"),
             # /metrics: audited failures of one kind since its checkpoint (monitoring/metrics.py).
+            # Login throttling counts recent failures too (oversight/logins.py).
             models.Index(fields=["kind", "at"], name="audit_kind_at"),
         ]
 
@@ -325,6 +350,11 @@ class AuditEvent(models.Model):
     def save(self, *args, **kwargs):
         if self.pk is not None:
             raise ValueError("Audit events are append-only.")
+        from oversight.audit import current_address
+
+        address = current_address.get()
+        if address is not None and isinstance(self.data, dict) and "address" not in self.data:
+            self.data = {"address": address} | self.data
         super().save(*args, **kwargs)
 
 
@@ -344,6 +374,48 @@ class MonthlyReview(models.Model):
 
     def __str__(self) -> str:
         return f"review {self.month}"
+
+
+class Delivery(models.Model):
+    """The outbox: one row per callback or notification, written in the transaction of
+    the decision or event that causes it, then sent (at least once) by workers that
+    claim it with a lease. Its id is the `X-Oversight-Delivery` header of every attempt."""
+
+    class Kind(models.TextChoices):
+        CALLBACK = "callback"
+        NOTIFICATION = "notification"
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    key = models.CharField(max_length=300, unique=True, help_text="One delivery per key, whoever schedules it.")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    request = models.ForeignKey(
+        OversightRequest, on_delete=models.CASCADE, null=True, blank=True, related_name="deliveries"
+    )
+    target = models.TextField(help_text="Where to: a URL or an address (credentials sealed).")
+    event = models.CharField(max_length=30, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        indexes = [
+            # The sweep: pending rows by when they are due.
+            models.Index(fields=["state", "next_attempt_at"], name="delivery_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} ({self.state})"
 
 
 class SigningKey(models.Model):

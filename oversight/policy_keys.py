@@ -95,6 +95,19 @@ def _missing_groups(names: list[str]) -> list[str]:
     return [n for n in names if n not in known]
 
 
+def _notify(text: str) -> list[str]:
+    """Notification targets (comma or newline separated; empty: none), stored sealed."""
+    from oversight.notifications import parse_notify
+
+    return parse_notify(text)
+
+
+def _remind_every(text: str) -> int | None:
+    from oversight.notifications import parse_remind_every
+
+    return parse_remind_every(text)
+
+
 KEYS: dict[str, Callable[[str], object]] = {
     "memory_pressure": _optional(_number(0, 100, whole=False)),
     "delegation_depth": _optional(_number(0, 10**9, whole=True)),
@@ -112,6 +125,8 @@ KEYS: dict[str, Callable[[str], object]] = {
     "approver_groups": _names(GROUP_NAME_RE, "group", exists=_missing_groups),
     "trusted_agents": _names(AGENT_NAME_RE, "agent name"),
     "escalation_contacts": _names(CONTACT_RE, "contact"),
+    "notify": _notify,
+    "remind_every_seconds": _optional(_remind_every),
 }
 
 

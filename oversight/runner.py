@@ -300,7 +300,7 @@ def worker_argv(concurrency: int = 2, name: str = "worker") -> list[str]:
     return [
         sys.executable, "-m", "celery", "-A", "oversight", "worker", "--loglevel", "INFO",
         "--concurrency", str(concurrency), "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle",
-        "-Q", "celery,monitoring.broadcast",
+        "-Q", "celery,deliveries,monitoring.broadcast",
     ]
 
 

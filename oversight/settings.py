@@ -68,8 +68,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "oversight.csrf.CsrfMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "oversight.audit.AddressMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 # The agent API, /healthz and /metrics are served by a second Django handler with
@@ -203,6 +205,39 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 if env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HTTPS only in production: browsers remember it for a year; pages redirect to
+# https (the agent API, /healthz and /metrics are served without this middleware,
+# so a load balancer's plain-HTTP health check still answers).
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SILENCED_SYSTEM_CHECKS = [
+    # HSTS preload is a commitment of the whole domain to a browser-shipped list: the
+    # operator's decision (SECURE_HSTS_PRELOAD=1), not a default of this service.
+    "security.W021",
+    # The check looks for Django's CsrfViewMiddleware by name; ours is a subclass
+    # (oversight/csrf.py), which tests/oversight/test_security_headers.py asserts.
+    "security.W003",
+]
+
+# Content-Security-Policy (django-csp): scripts only from this site's static files,
+# never inline (templates have no inline scripts or on* handlers; a test keeps it so).
+# Inline styles stay allowed: templates use a few style attributes, and CSS runs no code.
+# connect-src 'self' covers the feed's ws:/wss: to this host.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # The API enforces its own 256 KiB limit with a JSON error; Django's limit sits
 # just above it so the API's check is the one that answers.
@@ -253,9 +288,20 @@ OVERSIGHT_DEADLINE_POLL_SECONDS = env_float("OVERSIGHT_DEADLINE_POLL_SECONDS", 0
 OVERSIGHT_CALLBACK_MAX_SECONDS = env_int("OVERSIGHT_CALLBACK_MAX_SECONDS", 3600, minimum=1)
 OVERSIGHT_CALLBACK_ALLOWED_HOSTS = env_list("OVERSIGHT_CALLBACK_ALLOWED_HOSTS", [])
 OVERSIGHT_CALLBACK_TIMEOUT = env_float("OVERSIGHT_CALLBACK_TIMEOUT", 5.0, minimum=0.1)
+# Deliveries (callbacks and notifications): how long a worker holds a claimed delivery
+# before another may retry it (a killed worker's delivery is retried after this).
+OVERSIGHT_DELIVERY_LEASE_SECONDS = env_float("OVERSIGHT_DELIVERY_LEASE_SECONDS", 60.0, minimum=1.0)
+# Notifications: the key of generic webhooks' signatures, the Apprise schemes accepted,
+# and whether critical memory alerts and leak suspects are sent too.
+OVERSIGHT_WEBHOOK_SECRET = env_str("OVERSIGHT_WEBHOOK_SECRET", "")
+OVERSIGHT_NOTIFY_SCHEMES = env_list("OVERSIGHT_NOTIFY_SCHEMES", ["mailto", "slack", "msteams", "discord", "ntfy"])
+OVERSIGHT_NOTIFY_MONITORING = env_bool("OVERSIGHT_NOTIFY_MONITORING", False)
 # Send routine approvals by the policy to the live feed as `request.decided` (the
 # contract); turn off where hundreds of browsers watch a busy API.
 OVERSIGHT_FEED_POLICY_DECISIONS = env_bool("OVERSIGHT_FEED_POLICY_DECISIONS", True)
+# How often the live feed re-checks that each socket's person is still signed in,
+# active and in a role (a socket that lost them closes with 4401/4403).
+OVERSIGHT_FEED_RECHECK_SECONDS = env_float("OVERSIGHT_FEED_RECHECK_SECONDS", 2.0, minimum=0.1, maximum=5.0)
 # One-tap approve / reject links in notifications to people (spec §9.7).
 OVERSIGHT_DECISION_LINKS = env_bool("OVERSIGHT_DECISION_LINKS", False)
 # Events waiting for one slow browser before it is sent a fresh snapshot instead.

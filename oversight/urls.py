@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
-from oversight import health, links, views
+from oversight import health, links, logins, views
 from oversight.api import views as api
 
 api_patterns = [
@@ -24,7 +24,7 @@ if settings.OVERSIGHT_BENCH:
 urlpatterns = [
     *api_patterns,
     path("healthz", health.healthz, name="healthz"),
-    path("login/", auth_views.LoginView.as_view(template_name="login.html", redirect_authenticated_user=True), name="login"),
+    path("login/", logins.login, name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.home, name="home"),
     path("queue/", views.queue, name="queue"),
@@ -37,6 +37,7 @@ urlpatterns = [
     path("d/<str:token>/", links.decision_link, name="decision-link"),
     path("", include("monitoring.urls")),
     path("", include("oversight.reviews.urls")),
+    path("admin/login/", logins.admin_login),
     path("admin/", admin.site.urls),
 ]
 

@@ -96,6 +96,7 @@ def request_page(request: HttpRequest, request_id):
             ),
             "metrics": sorted(req.metrics.items()),
             "events": list(req.events.all()),
+            "deliveries": _deliveries(req) if has_role(request.user, MANAGERS) else None,
             "memory": _agent_memory(req),
             "can_decide": req.status == Status.PENDING and deciders.may_decide(request.user, req),
             "decide_refusal": deciders.refusal(request.user, req) if req.status == Status.PENDING else "",
@@ -108,6 +109,17 @@ def request_page(request: HttpRequest, request_id):
             "server_now": iso(timezone.now()),
         },
     )
+
+
+def _deliveries(req: OversightRequest) -> list[dict]:
+    """The request's callback and notifications, for managers: targets masked."""
+    from oversight.notifications import mask
+
+    return [
+        {"kind": d.kind, "event": d.event or "decision", "target": mask(d.target), "state": d.state,
+         "attempts": d.attempts, "last_error": d.last_error, "created_at": d.created_at, "finished_at": d.finished_at}
+        for d in req.deliveries.order_by("created_at", "key")
+    ]
 
 
 def approval_line(req: OversightRequest) -> str:

@@ -7,7 +7,9 @@ ASGI app, a Celery worker and beat — on the test database and the suite's Redi
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,6 +22,35 @@ from django.contrib.auth.models import Group, User
 from oversight.models import Agent
 from oversight.policy import ensure_default_policy
 from oversight.roles import MANAGERS, OPERATORS
+
+
+def _flush_past_audit_triggers() -> None:
+    """Let transactional tests' teardown empty the append-only audit table.
+
+    pytest-django ends each transactional test with Django's `flush` (TRUNCATE on
+    PostgreSQL, DELETE FROM on SQLite), which the audit triggers refuse by design.
+    Only here, and only for that flush, are they lifted and then restored; the
+    tests connect as the table's owner, which the service in production must not.
+    """
+    from django.core.management.commands import flush
+
+    from oversight import audit_triggers
+
+    original = flush.Command.handle
+    if getattr(original, "_lifts_audit_triggers", False):
+        return
+
+    def handle(self, **options):
+        from django.db import connections
+
+        with audit_triggers.suspended(connections[options["database"]]):
+            return original(self, **options)
+
+    handle._lifts_audit_triggers = True
+    flush.Command.handle = handle
+
+
+_flush_past_audit_triggers()
 
 
 def _person(username: str, group: str | None) -> User:
@@ -138,6 +169,28 @@ class Stack:
         return "\n".join(out)
 
 
+# Stacks started in this session (their workers and beats share the test database).
+RUNNING_STACKS: list[Stack] = []
+
+
+@contextlib.contextmanager
+def other_workers_paused():
+    """Pause (SIGSTOP, by the pids this session recorded) the workers and beats of the
+    session's stacks, so a test's own worker is the only one sending deliveries from the
+    shared test database; resume them (SIGCONT) after."""
+    groups = [child.process.pid for stack in RUNNING_STACKS for child in stack.supervisor.children
+              if child.name in ("worker", "beat") and child.process.poll() is None]
+    for pid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGCONT)
+
+
 def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True, extra_env: dict | None = None) -> Stack:
     from django.conf import settings
 
@@ -163,6 +216,7 @@ def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True,
     if beat:
         supervisor.start("beat", beat_argv(logs), env=env, log=logs / "beat.log")
     stack = Stack(f"http://127.0.0.1:{port}", env, logs, supervisor)
+    RUNNING_STACKS.append(stack)
     try:
         wait_for_port(port, what="uvicorn", timeout=60)
         stack.wait_healthy()

@@ -115,6 +115,12 @@ class SubmitRequest(BaseModel):
             raise ValueError("callback_url is not a valid URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("callback_url must be an http(s) URL")
+        from oversight.netsafe import Refused, ascii_host
+
+        try:
+            ascii_host(parts.hostname)
+        except Refused:
+            raise ValueError("callback_url has an invalid host name") from None
         return value
 
 

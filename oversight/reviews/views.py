@@ -118,10 +118,14 @@ def _diff(newer: Policy, older: Policy | None) -> list[dict]:
     if older is None:
         return []
     return [
-        {"field": name, "old": _shown(getattr(older, name)), "new": _shown(getattr(newer, name))}
+        {"field": name, "old": _shown(_field(older, name)), "new": _shown(_field(newer, name))}
         for name in Policy.SETTING_FIELDS
         if getattr(older, name) != getattr(newer, name)
     ]
+
+
+def _field(policy: Policy, name: str):
+    return policy.notify_masked if name == "notify" else getattr(policy, name)
 
 
 def _shown(value) -> str:
@@ -153,6 +157,8 @@ def _form_values(policy: Policy) -> dict:
         "escalate_after": text(policy.escalate_after),
         "escalation_contacts": "\n".join(policy.escalation_contacts or []),
         "trusted_agents": "\n".join(policy.trusted_agents or []),
+        "notify": "\n".join(policy.notify_masked),
+        "remind_every_seconds": text(policy.remind_every_seconds),
         "min_timeout_seconds": str(policy.min_timeout_seconds),
         "required_approvals": str(policy.required_approvals),
         "approver_groups": "\n".join(policy.approver_groups or []),
@@ -175,6 +181,7 @@ def policy_detail(request: HttpRequest, operation: str):
     if request.method == "POST":
         values = {key: request.POST.get(key, "") for key in values} | {"always": request.POST.get("always") == "on"}
         settings, errors = parse_policy_form(request.POST, effective.settings_dict())
+        settings, errors = _notify_fields(request.POST, effective, settings, errors)
         if not errors:
             return _save_edit(request, operation, effective, settings)
         status = 400
@@ -254,7 +261,8 @@ def _threshold(rule: str, text: str):
 
 # The form's fields: every key of the policy table, in its order. A field missing from
 # the POST keeps its current value (the checkbox `always` excepted: unticked is absent).
-FORM_KEYS = tuple(policy_keys.KEYS)
+# (`notify` and `remind_every_seconds` have their own step: targets are shown masked.)
+FORM_KEYS = tuple(k for k in policy_keys.KEYS if k not in ("notify", "remind_every_seconds"))
 
 
 def parse_policy_form(data, base: dict | None = None) -> tuple[dict, dict]:
@@ -279,3 +287,22 @@ def parse_policy_form(data, base: dict | None = None) -> tuple[dict, dict]:
     if len(settings["note"]) > 300:
         errors["note"] = "At most 300 characters."
     return settings, errors
+
+
+def _notify_fields(data, effective: Policy, settings: dict, errors: dict) -> tuple[dict, dict]:
+    """The notification targets and reminder interval. Targets are shown masked: a line
+    left as shown keeps the stored (sealed) target; new lines are validated."""
+    from oversight.notifications import InvalidTarget, mask, parse_notify, parse_remind_every
+
+    shown = {mask(stored): stored for stored in effective.notify or []}
+    lines = [line.strip() for line in data.get("notify", "").splitlines() if line.strip()]
+    try:
+        settings["notify"] = parse_notify([shown.get(line, line) for line in lines])
+    except InvalidTarget as exc:
+        errors["notify"] = str(exc)
+    try:
+        settings["remind_every_seconds"] = parse_remind_every(data.get("remind_every_seconds", "").strip())
+    except InvalidTarget as exc:
+        errors["remind_every_seconds"] = str(exc)
+    return settings, errors
+

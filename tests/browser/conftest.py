@@ -60,6 +60,9 @@ def sign_in(site: str, username: str) -> str:
 def open_page(chromium):
     """open_page(site, username=None, path="/queue/") -> a page in a fresh browser context."""
     contexts = []
+    # Every page is held to the Content-Security-Policy: a refused script, style or
+    # connection shows as a console error and fails the test.
+    violations = []
 
     def opener(site: str, username: str | None = None, path: str = "/queue/", **options):
         context = chromium.new_context(viewport={"width": 1280, "height": 860}, **options)
@@ -67,6 +70,7 @@ def open_page(chromium):
         if username:
             context.add_cookies([{"name": "sessionid", "value": sign_in(site, username), "url": site}])
         page = context.new_page()
+        page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
         page.set_default_timeout(8000)
         page.goto(site + path)
         return page
@@ -74,3 +78,4 @@ def open_page(chromium):
     yield opener
     for context in contexts:
         context.close()
+    assert violations == []

@@ -37,7 +37,8 @@ def test_editing_a_policy_writes_a_new_version(admin_client):
         "memory_pressure": "85", "delegation_depth": "4", "circular_refs": "3", "timeout_seconds": "300",
         "timeout_action": "reject", "escalate_after": "0.5", "escalation_contacts": "[]", "trusted_agents": '["ci-bot"]',
         "min_timeout_seconds": "60", "required_approvals": "1", "approver_groups": "[]", "missing_metrics": "ignore",
-        "reject_cooldown_seconds": "300", "max_standing_seconds": "0", "note": "quieter",
+        "reject_cooldown_seconds": "300", "max_standing_seconds": "0", "receipt_ttl_seconds": "600", "notify": "[]",
+        "note": "quieter",
     }
     response = admin_client.post(f"/admin/oversight/policy/{policy.pk}/change/", data)
     assert response.status_code == 302, response.content.decode()[:2000]

@@ -69,6 +69,19 @@ def test_it_exits_2_from_the_command_line(tmp_path):
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
 
 
+def test_notify_and_reminders_are_keys_and_credentials_are_printed_masked(capsys):
+    ensure_default_policy()
+    shown = run("deploy", "--set", "notify=ops@example.org,https://hooks.example/t0ken",
+                "--set", "remind_every_seconds=300", capsys=capsys)
+    assert shown["notify"] == ["ops@example.org", "https://hooks.example/***"]
+    assert shown["remind_every_seconds"] == 300
+    policy = Policy.objects.get(operation="deploy", is_current=True)
+    assert "t0ken" not in json.dumps(policy.notify)
+    assert "t0ken" not in json.dumps(list(AuditEvent.objects.values_list("data", flat=True)))
+    with pytest.raises(CommandError):
+        call_command("policy", "deploy", "--set", "notify=file:///etc/passwd")
+
+
 def test_it_sets_the_standing_and_receipt_keys(capsys):
     ensure_default_policy()
     shown = run("*", "--set", "max_standing_seconds=3600", "--set", "receipt_ttl_seconds=900", capsys=capsys)

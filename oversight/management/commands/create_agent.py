@@ -4,6 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from oversight import keys
 from oversight.api.schemas import OPERATION_PATTERN
 from oversight.models import Agent
 
@@ -58,7 +59,7 @@ class Command(BaseCommand):
                 setattr(agent, field, value)
             if changes:
                 agent.save(update_fields=list(changes))
-            _, raw = agent.issue_key(label=label)
+            _, raw = keys.issue(agent, by="cli", label=label)
         verb = "Created agent" if created else "New key for existing agent"
         details = []
         if agent.owner_id:

@@ -16,6 +16,7 @@ def policy_json(policy: Policy) -> dict:
         "operation": policy.operation,
         "version": policy.version,
         **{key: getattr(policy, key) for key in policy_keys.KEYS},
+        "notify": policy.notify_masked,  # credentials never printed
         "created_by": policy.created_by,
         "created_at": iso(policy.created_at),
     }

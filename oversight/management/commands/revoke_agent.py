@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
+from oversight import keys
 from oversight.models import Agent, ApiKey
 
 
@@ -15,5 +15,5 @@ class Command(BaseCommand):
             agent = Agent.objects.get(name=name)
         except Agent.DoesNotExist:
             raise CommandError(f"No agent named {name!r}.") from None
-        count = ApiKey.objects.filter(agent=agent, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = keys.revoke(ApiKey.objects.filter(agent=agent), by="cli")
         self.stdout.write(f"Revoked {count} key(s) of {agent.name!r}.")

@@ -110,6 +110,34 @@ def test_a_bad_suggestion_is_refused(signed_manager, data):
     assert not Policy.objects.filter(operation="web_scrape").exists()
 
 
+def test_the_editor_takes_notify_targets_and_keeps_their_credentials_masked(signed_manager):
+    form = GOOD | {"notify": "ops@example.org\nhttps://hooks.example/s3cr3t-token", "remind_every_seconds": "300"}
+    assert signed_manager.post("/policies/web_scrape/", form).status_code == 302
+    policy = current_policy("web_scrape")
+    assert policy.remind_every_seconds == 300 and len(policy.notify) == 2
+    assert "s3cr3t" not in str(policy.notify)  # stored sealed
+    for page in (signed_manager.get("/policies/").content.decode(),
+                 signed_manager.get("/policies/web_scrape/").content.decode()):
+        assert "https://hooks.example/***" in page and "s3cr3t" not in page
+    # Saving the form as shown keeps the stored target: no new version.
+    shown = {"notify": "ops@example.org\nhttps://hooks.example/***", "remind_every_seconds": "300"}
+    signed_manager.post("/policies/web_scrape/", GOOD | shown)
+    assert current_policy("web_scrape").version == 1
+    from oversight.notifications import unseal
+
+    assert unseal(current_policy("web_scrape").notify[1]) == "https://hooks.example/s3cr3t-token"
+
+
+@pytest.mark.parametrize("field,value", [
+    ("notify", "file:///etc/passwd"), ("notify", "not an address"), ("notify", "http://☃.com/"),
+    ("remind_every_seconds", "5"), ("remind_every_seconds", "soon"),
+])
+def test_it_refuses_bad_notify_settings(signed_manager, field, value):
+    response = signed_manager.post("/policies/web_scrape/", GOOD | {field: value})
+    assert response.status_code == 400
+    assert not Policy.objects.filter(operation="web_scrape").exists()
+
+
 def test_the_editor_offers_the_oversight_fields_and_saves_them(signed_manager):
     from django.contrib.auth.models import Group
 
