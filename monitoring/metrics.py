@@ -39,6 +39,9 @@ class DatabaseCollector:
 
 
 def request_metrics():
+    from oversight.actions import expire_overdue
+
+    expire_overdue()  # an overdue request is counted as timed out, not pending
     pending = GaugeMetricFamily("oversight_pending_requests", "Requests waiting for a decision.")
     # Counted on the partial index of pending deadlines: as cheap as the queue is short.
     pending.add_metric([], OversightRequest.objects.filter(status=Status.PENDING).count())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -526,6 +526,22 @@ def expire_due(*, now: datetime | None = None, batch: int = 200) -> int:
     return decided
 
 
+def expire_overdue(*, now: datetime | None = None) -> int:
+    """Before a read that lists or counts pending requests: apply every timeout that is
+    due, through the sweep's own function, so the read shows each deadline as kept even
+    with every worker down. Costs one indexed EXISTS (req_pending_deadline) when nothing
+    is overdue, which is the usual case while the sweep runs."""
+    now = now or timezone.now()
+    overdue = OversightRequest.objects.filter(status=Status.PENDING, deadline__lte=now)
+    total = 0
+    # Bounded: a backlog larger than this is left to the sweep rather than one read.
+    for _ in range(50):
+        if not overdue.exists():
+            break
+        total += expire_due(now=now)
+    return total
+
+
 def escalate_due(*, now: datetime | None = None, batch: int = 200) -> int:
     """Mark pending requests whose escalation time has come; returns how many this call escalated."""
     now = now or timezone.now()
@@ -581,6 +597,19 @@ def _enqueue(task, *args) -> None:
 # --- Policies ------------------------------------------------------------------------
 
 
+def _lock_policy_edits(operation: str) -> None:
+    """Edits of one operation's policy, one at a time, each starting from the last.
+
+    A row lock on the current version is not enough: a waiter wakes to find its row no
+    longer current, and two first versions of a new operation have no row to lock, so
+    the loser broke a unique constraint (a 500), or the two deadlocked on its index.
+    PostgreSQL: a transaction-level advisory lock per operation. SQLite: IMMEDIATE
+    transactions already take the write lock at BEGIN."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"policy:{operation}"])
+
+
 def do_change_policy(operation: str, changes: dict, *, by: str, note: str = "", now: datetime | None = None) -> Policy:
     """Write a new version of `operation`'s policy (starting from the current one, or
     from the defaults for a new operation) and audit the change."""
@@ -590,9 +619,8 @@ def do_change_policy(operation: str, changes: dict, *, by: str, note: str = "", 
 
         changes = changes | {"notify": parse_notify(changes["notify"])}
     with transaction.atomic():
-        current = (
-            Policy.objects.select_for_update().filter(operation=operation, is_current=True).first()
-        )
+        _lock_policy_edits(operation)
+        current = Policy.objects.filter(operation=operation, is_current=True).first()
         base = current.settings_dict() if current else Policy(operation=operation).settings_dict()
         new_settings = base | changes
         from oversight.policy_keys import check

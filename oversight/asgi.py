@@ -22,6 +22,7 @@ from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from oversight.bodylimit import BodyLimitMiddleware  # noqa: E402
 from oversight.consumers import FeedConsumer, SameOriginValidator  # noqa: E402
 
 
@@ -50,7 +51,8 @@ async def http_app(scope, receive, send):
 
 application = ProtocolTypeRouter(
     {
-        "http": http_app,
+        # In front of both handlers: a body over the limit is refused before it is read.
+        "http": BodyLimitMiddleware(http_app),
         "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter([path("ws/feed/", FeedConsumer.as_asgi())]))),
     }
 )

@@ -16,6 +16,7 @@ from oversight.events import FEED_GROUP, ROUTINE_GROUP
 from oversight.roles import MANAGERS, OPERATORS, has_role
 
 log = logging.getLogger(__name__)
+FEED_REJOIN_SECONDS = 5.0  # how often a socket renews its group memberships
 
 
 class SameOriginValidator:
@@ -78,6 +79,35 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         # never not at all. Browsers apply events by request id, so twice is harmless.
         await self.send_json(await database_sync_to_async(snapshot)())
         self.writer = asyncio.ensure_future(self._write())
+        self.keeper = asyncio.ensure_future(self._keep_joined())
+
+    async def _keep_joined(self) -> None:
+        """Redis can go away and come back empty (it persists nothing): this socket's
+        group memberships are then gone and events stop without a word. Join again every
+        FEED_REJOIN_SECONDS (adding a member twice changes nothing); the first success
+        after a failure also sends a fresh snapshot, so the browser catches up on what
+        happened meanwhile."""
+        lost = False
+        while True:
+            await asyncio.sleep(FEED_REJOIN_SECONDS)
+            try:
+                for group in self.feed_groups:
+                    await asyncio.wait_for(self.channel_layer.group_add(group, self.channel_name), FEED_REJOIN_SECONDS)
+                # A round trip through the layer: joining a group the pub/sub layer thinks
+                # it is in already touches no server, so it cannot tell that Redis was away.
+                await asyncio.wait_for(
+                    self.channel_layer.send(self.channel_name, {"type": "feed.alive"}), FEED_REJOIN_SECONDS
+                )
+            except Exception:
+                if not lost:
+                    log.warning("The feed lost the channel layer; joining again every %s s", FEED_REJOIN_SECONDS)
+                lost = True
+                continue
+            if lost:
+                lost = False
+                self.backlog.clear()
+                self.resync = True
+                self.wake.set()
 
     async def watch_access(self, user_id: int) -> None:
         """Close the socket once its person signs out, is deactivated or loses the role.
@@ -98,17 +128,17 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
                 return
 
     async def disconnect(self, code):
-        watch = getattr(self, "watch", None)
-        if watch is not None:
-            watch.cancel()
-        writer = getattr(self, "writer", None)
-        if writer is not None:
-            writer.cancel()
+        for task in (getattr(self, "watch", None), getattr(self, "writer", None), getattr(self, "keeper", None)):
+            if task is not None:
+                task.cancel()
         for group in getattr(self, "feed_groups", ()):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
         """The socket only pushes: whatever a browser sends is ignored."""
+
+    async def feed_alive(self, message):
+        """The keeper's own round trip; nothing to do."""
 
     async def feed_event(self, message):
         if self.resync:
@@ -163,9 +193,11 @@ def access_lost(user_id: int, session_key: str | None) -> int | None:
 
 def snapshot() -> dict:
     from monitoring.hooks import firing_alerts
+    from oversight.actions import expire_overdue
     from oversight.models import OversightRequest, Status
     from oversight.serializers import request_dict
 
+    expire_overdue()
     pending = (
         OversightRequest.objects.select_related("agent")
         .filter(status=Status.PENDING, critical=True)

@@ -127,11 +127,23 @@ def _database(url: str) -> dict:
         # Django's own pool: under ASGI a fresh connection per request was several
         # times slower than a pooled one.
         config["CONN_MAX_AGE"] = 0
+        # A pooled connection is checked before it is handed out, so the first request
+        # after the database comes back does not meet a connection that died with it.
+        config["CONN_HEALTH_CHECKS"] = True
         config["OPTIONS"] = {
+            # A new connection gives up after this long (an unreachable host).
+            "connect_timeout": 2,
             "pool": {
                 "min_size": env_int("DATABASE_POOL_MIN", 2, minimum=0),
                 "max_size": env_int("DATABASE_POOL_MAX", 20, minimum=1),
-                "timeout": 10,
+                # How long a request waits for a connection: with the database down it
+                # then answers 503 + Retry-After within 2 s, never a hang.
+                "timeout": env_float("DATABASE_POOL_TIMEOUT", 1.2, minimum=0.1, maximum=60),
+                # A failed connection attempt is retried with a doubling backoff for
+                # this long, then dropped; the next request starts a fresh attempt at
+                # once. Short, so the first request after the database is back is
+                # served at once rather than after a backoff grown to many seconds.
+                "reconnect_timeout": env_float("DATABASE_RECONNECT_TIMEOUT", 2.0, minimum=0.5),
             }
         }
     return config

@@ -53,6 +53,7 @@ def home(request: HttpRequest):
 @require_GET
 @role_required(OPERATORS)
 def queue(request: HttpRequest):
+    actions.expire_overdue()
     pending = (
         OversightRequest.objects.select_related("agent")
         .filter(status=Status.PENDING, critical=True)
@@ -189,8 +190,13 @@ def history(request: HttpRequest):
     # Keyset pagination on the (decided_at DESC, id DESC) index: each page costs the
     # same at row one million as at row one. `after` pages to older rows, `before`
     # back to newer ones.
-    after = _decode_history_cursor(request.GET.get("after", ""))
-    before = None if after else _decode_history_cursor(request.GET.get("before", ""))
+    try:
+        after = _decode_history_cursor(request.GET.get("after", ""))
+        before = None if after else _decode_history_cursor(request.GET.get("before", ""))
+    except ValueError:
+        return render(
+            request, "error.html", {"title": "Bad request", "message": "That page link is not valid."}, status=400
+        )
     if before is not None:
         at, last_id = before
         newer = rows.filter(Q(decided_at__gt=at) | Q(decided_at=at, id__gt=last_id)).order_by("decided_at", "id")
@@ -258,15 +264,17 @@ def _encode_history_cursor(req: OversightRequest) -> str:
 
 
 def _decode_history_cursor(raw: str):
-    """`<decided_at>_<id>`, or None (a tampered cursor just starts from the top)."""
+    """`<decided_at>_<id>`, None when absent; ValueError for one this page never gave out."""
+    if not raw:
+        return None
     at_text, _, id_text = raw.partition("_")
-    at = parse_datetime(at_text) if at_text else None
     try:
+        at = parse_datetime(at_text)
         last_id = uuid.UUID(id_text)
-    except ValueError:
-        return None
+    except (ValueError, OverflowError):
+        raise ValueError("not a history cursor") from None
     if at is None or at.tzinfo is None:
-        return None
+        raise ValueError("not a history cursor")
     return at, last_id
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -161,6 +162,11 @@ class Stack:
             time.sleep(0.1)
         raise RuntimeError(f"The server did not become healthy: {last!r}\n{self.tail()}")
 
+    def stop(self) -> None:
+        """Stop every process and remove the stack's folder (logs, its var dir)."""
+        self.supervisor.stop()
+        shutil.rmtree(self.logs, ignore_errors=True)
+
     def tail(self, lines: int = 40) -> str:
         out = []
         for log in sorted(self.logs.glob("*.log")):
@@ -221,7 +227,7 @@ def start_stack(*, web_workers: int = 1, worker: bool = True, beat: bool = True,
         wait_for_port(port, what="uvicorn", timeout=60)
         stack.wait_healthy()
     except Exception:
-        supervisor.stop()
+        stack.stop()
         raise
     return stack
 
@@ -231,7 +237,7 @@ def live_stack(django_db_setup, django_db_blocker):
     """uvicorn + Celery worker + beat on the test database, for the whole session."""
     stack = start_stack()
     yield stack
-    stack.supervisor.stop()
+    stack.stop()
 
 
 @pytest.fixture

@@ -37,3 +37,16 @@ def method_not_allowed(allowed: list[str]) -> JsonResponse:
     return error_response(
         405, "method_not_allowed", f"Use {' or '.join(allowed)} here.", headers={"Allow": ", ".join(allowed)}
     )
+
+
+RETRY_AFTER_SECONDS = 2
+
+
+def unavailable(message: str = "The database is not available; retry shortly.") -> JsonResponse:
+    """503: a dependency is down; safe to retry after Retry-After seconds."""
+    return error_response(503, "unavailable", message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def internal_error() -> JsonResponse:
+    """500: a fault of the server's own, logged with its traceback; retrying will not help."""
+    return error_response(500, "internal_error", "The server failed to answer this request; it has been logged.")

@@ -42,6 +42,18 @@ def _json(name: str, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
 
 
+# Where a created request can be followed: its read and its cancel (stateful clients and
+# testers follow these from the 201).
+_REQUEST_LINKS = {
+    "GetRequest": {"operationId": "getRequest", "parameters": {"id": "$response.body#/id"}},
+    "CancelRequest": {"operationId": "cancelRequest", "parameters": {"id": "$response.body#/id"}},
+}
+
+
+def _linked(response: dict) -> dict:
+    return response | {"links": _REQUEST_LINKS}
+
+
 def _responses(ok: dict[str, dict], *errors: str) -> dict:
     responses = dict(ok)
     for status in errors:
@@ -85,13 +97,13 @@ def document() -> dict:
                     "operationId": "submitRequest",
                     "parameters": [
                         _WAIT,
-                        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},
+                        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "minLength": 1, "maxLength": 200}},
                     ],
                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SubmitRequest")}}},
                     "responses": _responses(
                         {
-                            "201": _json("RequestResource", "Created; a non-critical request is already approved."),
-                            "200": _json("RequestResource", "An idempotent replay: the existing request."),
+                            "201": _linked(_json("RequestResource", "Created; a non-critical request is already approved.")),
+                            "200": _linked(_json("RequestResource", "An idempotent replay: the existing request.")),
                         },
                         "400", "403", "409", "413", "415", *_COMMON,
                     ),
@@ -101,9 +113,9 @@ def document() -> dict:
                     "operationId": "listRequests",
                     "parameters": [
                         {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["pending", "approved", "rejected", "cancelled"]}},
-                        {"name": "operation", "in": "query", "schema": {"type": "string"}},
+                        {"name": "operation", "in": "query", "schema": {"type": "string", "minLength": 1}},
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": schemas.CURSOR_PATTERN}},
                     ],
                     "responses": _responses({"200": _json("RequestList", "A page of requests.")}, "400", *_COMMON),
                 },

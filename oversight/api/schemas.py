@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
@@ -11,6 +12,15 @@ OPERATION_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 MAX_BODY_BYTES = 256 * 1024
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_WAIT_SECONDS = 55
+# An http(s) URL with a host: what the schema can say; the address rules come on top.
+CALLBACK_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+# A list cursor: microseconds since 1970 (17 digits reach past the year 5000) and an id.
+CURSOR_PATTERN = r"^[0-9]{1,17}-[0-9a-f]{32}$"
+# What the database stores: IntegerField is 32-bit signed, BigIntegerField 64-bit signed.
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
+# A sample may be this far ahead of the server's clock (clock skew), no further.
+MAX_SAMPLE_SKEW = timedelta(minutes=5)
 
 
 def _number(value: Any, name: str) -> float | int:
@@ -79,11 +89,15 @@ class SubmitRequest(BaseModel):
     payload: dict[str, Any] | None = Field(None, description="Any JSON object, at most 64 KiB serialized. Shown escaped.")
     metrics: Metrics | None = None
     timeout_seconds: int | None = Field(
-        None, ge=1,
+        None, ge=1, le=MAX_INT32,
         description="May only shorten the policy's timeout, never below its min_timeout_seconds (default 60).",
     )
-    callback_url: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
-        None, description="http(s) URL that receives the final resource, signed."
+    callback_url: Annotated[str, StringConstraints(max_length=2000, pattern=CALLBACK_PATTERN)] | None = Field(
+        None,
+        description=(
+            "http(s) URL that receives the final resource, signed. The operator's address rules may "
+            "refuse a host (400)."
+        ),
     )
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
@@ -127,30 +141,69 @@ class SubmitRequest(BaseModel):
 class GcFigures(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
-    collected: int | None = Field(None, ge=0)
-    uncollectable: int | None = Field(None, ge=0)
+    collected: int | None = Field(None, ge=0, le=MAX_INT64)
+    uncollectable: int | None = Field(None, ge=0, le=MAX_INT64)
 
 
 class TracemallocSite(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     where: Annotated[str, StringConstraints(max_length=500)]
-    size_bytes: int = Field(ge=0)
-    count: int = Field(ge=0)
+    size_bytes: int = Field(ge=0, le=MAX_INT64)
+    count: int = Field(ge=0, le=MAX_INT64)
 
 
 class ProcessSample(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    at: str | None = Field(None, description="ISO-8601 time of the sample; the server's time when absent.")
-    pid: int = Field(ge=0, le=2**31)
+    at: str | None = Field(
+        None,
+        json_schema_extra={"format": "date-time"},
+        description=(
+            "ISO-8601 time of the sample, with a timezone; the server's time when absent. At most 5 minutes "
+            "ahead of the server's clock and not older than the raw-sample retention (7 days by default)."
+        ),
+    )
+    pid: int = Field(ge=0, le=MAX_INT32)
     process: Annotated[str, StringConstraints(max_length=200)] = ""
-    rss_bytes: int = Field(ge=0)
-    vms_bytes: int | None = Field(None, ge=0)
+    rss_bytes: int = Field(ge=0, le=MAX_INT64)
+    vms_bytes: int | None = Field(None, ge=0, le=MAX_INT64)
     gc: GcFigures | None = None
-    gc_counts: list[int] | None = Field(None, max_length=3, description="Objects tracked per gc generation.")
-    cycles_found: int | None = Field(None, ge=0)
+    gc_counts: list[Annotated[int, Field(ge=0, le=MAX_INT64)]] | None = Field(
+        None, max_length=3, description="Objects tracked per gc generation."
+    )
+    cycles_found: int | None = Field(None, ge=0, le=MAX_INT64)
     tracemalloc_top: list[TracemallocSite] | None = Field(None, max_length=50)
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, value: str | None) -> str | None:
+        if value is not None:
+            sample_time(value)  # raises with the reason
+        return value
+
+
+def sample_time(value: str) -> datetime:
+    """A sample's `at`, parsed and bounded: no later than 5 minutes ahead of the server's
+    clock (a sample from the future would freeze its process's alert state) and no older
+    than the raw-sample retention (it would be pruned at once, or roll up into a month
+    long gone)."""
+    from django.conf import settings
+    from django.utils import timezone
+    from django.utils.dateparse import parse_datetime
+
+    try:
+        parsed = parse_datetime(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+    except (ValueError, OverflowError):
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValueError("must be an ISO-8601 time with a timezone")
+    now = timezone.now()
+    if parsed > now + MAX_SAMPLE_SKEW:
+        raise ValueError("must not be more than 5 minutes ahead of the server's clock")
+    if parsed < now - timedelta(days=settings.MONITORING_RAW_RETENTION_DAYS):
+        raise ValueError(f"must not be older than the raw-sample retention ({settings.MONITORING_RAW_RETENTION_DAYS} days)")
+    return parsed
 
 
 class MetricsPush(BaseModel):

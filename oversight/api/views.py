@@ -9,14 +9,14 @@ input yields a 500 or an HTML page.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
 import json
 import logging
+import math
+import re
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -24,7 +24,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -32,7 +32,14 @@ from pydantic import ValidationError
 
 from oversight import actions, receipts
 from oversight.api import schemas
-from oversight.api.errors import ApiError, error_response, method_not_allowed, not_found, validation_error
+from oversight.api.errors import (
+    ApiError,
+    internal_error,
+    method_not_allowed,
+    not_found,
+    unavailable,
+    validation_error,
+)
 from oversight.events import forget_channel, request_group
 from oversight.models import ApiKey, OversightRequest, Status, hash_key
 from oversight.serializers import request_dict
@@ -57,12 +64,16 @@ def api_view(*methods: str):
                 return await view(request, *args, **kwargs)
             except ApiError as error:
                 return error.response()
-            except DatabaseError:
-                log.exception("Database error on %s", request.path)
-                return error_response(503, "unavailable", "The database is not available; retry shortly.")
+            except (OperationalError, InterfaceError):
+                # The database is unreachable (or the pool's short wait ran out): a
+                # dependency is down, so the client may retry.
+                log.warning("Database unavailable on %s", request.path, exc_info=True)
+                return unavailable()
             except Exception:
+                # Anything else is a bug, not an outage: a 503 would invite the SDK to
+                # retry it forever.
                 log.exception("Unexpected error on %s", request.path)
-                return error_response(503, "unavailable", "The request could not be completed; retry shortly.")
+                return internal_error()
 
         return wrapper
 
@@ -179,11 +190,18 @@ def _read_json(request: HttpRequest, *, strict: bool = False):
         return _too_large()
     try:
         hook = receipts.no_duplicate_keys if strict else None
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=hook)
+        parsed = json.loads(
+            body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=hook
+        )
     except receipts.DuplicateKey as exc:
         return validation_error({"body": [f"{exc}: every member name must be unique"]})
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return ApiError(400, "malformed_json", f"The body is not valid JSON: {_short(exc)}")
+    if _ESCAPED_SURROGATE.search(body) and _has_lone_surrogate(parsed):
+        return validation_error({"body": ["contains an unpaired UTF-16 surrogate (\\ud800–\\udfff)"]})
+    if _ESCAPED_NUL.search(body) and _has_nul_safely(parsed):
+        return validation_error({"body": ["contains a NUL character (\\u0000), which no text field can hold"]})
+    return parsed
 
 
 def _too_large() -> ApiError:
@@ -192,6 +210,49 @@ def _too_large() -> ApiError:
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # `1e999` is valid JSON syntax but no finite number: refuse it like NaN.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is not a finite number")
+    return value
+
+
+# A surrogate can only reach a parsed string through a \uD800–\uDFFF escape, so the
+# full walk runs only for bodies that contain one (a pair is fine; a lone one is not
+# text and no database stores it).
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+# PostgreSQL stores no NUL in text or jsonb; a JSON string can only carry one escaped.
+_ESCAPED_NUL = re.compile(rb"\\u0000")
+
+
+def _has_nul_safely(value) -> bool:
+    try:
+        return _has_nul(value)
+    except RecursionError:
+        return True  # nested past any sensible depth: refused either way
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _has_lone_surrogate(value) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _short(exc: Exception) -> str:
@@ -220,17 +281,35 @@ def _details(error: ValidationError) -> dict[str, list[str]]:
     return details
 
 
+def _param(request: HttpRequest, name: str) -> str | None:
+    """One query parameter: None when absent; a 400 when empty or given twice."""
+    values = request.GET.getlist(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise validation_error({name: ["must be given at most once"]})
+    if values[0] == "":
+        raise validation_error({name: ["must not be empty"]})
+    if "\x00" in values[0]:
+        raise validation_error({name: ["must not contain a NUL character"]})
+    return values[0]
+
+
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
+def _int_param(request: HttpRequest, name: str, low: int, high: int) -> int | None:
+    raw = _param(request, name)
+    if raw is None:
+        return None
+    # ASCII digits only: int() would also take " 5", "+5", "1_0" and other scripts' digits.
+    if not _WHOLE_NUMBER.fullmatch(raw) or not low <= int(raw) <= high:
+        raise validation_error({name: [f"must be a whole number from {low} to {high}"]})
+    return int(raw)
+
+
 def _wait_seconds(request: HttpRequest) -> int:
-    raw = request.GET.get("wait")
-    if raw is None or raw == "":
-        return 0
-    try:
-        wait = int(raw)
-    except ValueError:
-        raise validation_error({"wait": ["must be a whole number of seconds"]}) from None
-    if not 0 <= wait <= schemas.MAX_WAIT_SECONDS:
-        raise validation_error({"wait": [f"must be between 0 and {schemas.MAX_WAIT_SECONDS}"]})
-    return wait
+    return _int_param(request, "wait", 0, schemas.MAX_WAIT_SECONDS) or 0
 
 
 def _get_for_agent(key: ApiKey, request_id) -> OversightRequest:
@@ -298,18 +377,40 @@ def _reload(request_id) -> dict:
     return request_dict(actions.apply_timeout_if_due(req))
 
 
+LONG_POLL_DB_INTERVAL = 0.5  # seconds between database reads when pushes cannot be heard
+
+
+async def _poll_for_decision(request_id, deadline: datetime | None, seconds: float) -> dict:
+    """The long-poll without the channel layer (Redis down): read the database every
+    LONG_POLL_DB_INTERVAL until the request is decided, the deadline passes (the read
+    then applies the timeout) or the wait ends — never answering at once, which would
+    make a plain client spin."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    if deadline is not None:
+        until_deadline = max(0.0, (deadline - timezone.now()).total_seconds()) + 0.05
+        end = min(end, loop.time() + until_deadline)
+    while True:
+        req = await _in_thread(_reload, request_id)
+        remaining = end - loop.time()
+        if req["status"] != Status.PENDING or remaining <= 0:
+            return req
+        await asyncio.sleep(min(LONG_POLL_DB_INTERVAL, remaining))
+
+
 async def _maybe_wait(resource: dict, wait: int) -> dict:
     if wait <= 0 or resource["status"] != Status.PENDING:
         return resource
     deadline = parse_datetime(resource["deadline"]) if resource["deadline"] else None
+    end = asyncio.get_running_loop().time() + wait
     try:
         fresh = await _wait_for_decision(resource["id"], deadline, wait)
     except DatabaseError:
         raise
     except Exception:
-        # The channel layer is away: answer with what we have rather than fail.
-        log.warning("Long-poll unavailable; answering at once", exc_info=True)
-        return resource
+        # The channel layer is away: keep the promise of the wait by watching the database.
+        log.warning("Long-poll cannot hear pushes; watching the database instead", exc_info=True)
+        fresh = await _poll_for_decision(resource["id"], deadline, end - asyncio.get_running_loop().time())
     return fresh or resource
 
 
@@ -391,27 +492,21 @@ async def list_requests(request: HttpRequest):
 
 def _list(request: HttpRequest) -> dict:
     key = authenticate(request)
-    params = request.GET
+    # Before the status filter runs: `?status=pending` must not show an overdue request.
+    actions.expire_overdue()
     errors: dict[str, list[str]] = {}
     queryset = OversightRequest.objects.select_related("agent").filter(agent_id=key.agent_id)
-    status = params.get("status")
-    if status:
+    status = _param(request, "status")
+    if status is not None:
         if status not in Status.values:
             errors["status"] = [f"must be one of {', '.join(Status.values)}"]
         queryset = queryset.filter(status=status)
-    operation = params.get("operation")
-    if operation:
+    operation = _param(request, "operation")
+    if operation is not None:
         queryset = queryset.filter(operation=operation)
-    limit = 50
-    if params.get("limit"):
-        try:
-            limit = int(params["limit"])
-            if not 1 <= limit <= 100:
-                raise ValueError
-        except ValueError:
-            errors["limit"] = ["must be a whole number from 1 to 100"]
-    cursor = params.get("cursor")
-    if cursor:
+    limit = _int_param(request, "limit", 1, 100) or 50
+    cursor = _param(request, "cursor")
+    if cursor is not None:
         position = _decode_cursor(cursor)
         if position is None:
             errors["cursor"] = ["is not a cursor this API gave out"]
@@ -426,18 +521,22 @@ def _list(request: HttpRequest) -> dict:
     return {"results": [request_dict(r) for r in page], "next_cursor": next_cursor}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _encode_cursor(req: OversightRequest) -> str:
-    raw = f"{req.created_at.isoformat()}|{req.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    """`<created_at in µs since 1970>-<id hex>`: a position in the newest-first order.
+    Any string of this shape (schemas.CURSOR_PATTERN) is a position, so the published
+    pattern is exactly what the API accepts."""
+    return f"{(req.created_at - _EPOCH) // _MICROSECOND}-{req.id.hex}"
 
 
 def _decode_cursor(cursor: str):
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, request_id = raw.partition("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(request_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    if not re.fullmatch(schemas.CURSOR_PATTERN, cursor):
         return None
+    micros, _, hex_id = cursor.partition("-")
+    return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(hex_id)
 
 
 @api_view("GET")
@@ -506,31 +605,14 @@ async def push_metrics(request: HttpRequest):
 def _push_metrics(request: HttpRequest, parsed) -> int:
     key = authenticate(request)
     body = _validated(parsed, schemas.MetricsPush)
-    errors = {}
-    for index, sample in enumerate(body.samples):
-        if sample.at is not None and _parse_time(sample.at) is None:
-            errors[f"samples.{index}.at"] = ["must be an ISO-8601 time with a timezone"]
-    if errors:
-        raise validation_error(errors)
     from monitoring.ingest import store_agent_samples
 
     host = body.host
     # Samples of an agent with bound hosts are always attributed to its own hosts.
     if key.agent.hosts and host not in key.agent.hosts:
         raise validation_error({"host": ["is not one of this agent's bound hosts"]})
-    return store_agent_samples(key.agent, host, [s.model_dump() | {"at": _parse_time(s.at)} for s in body.samples])
-
-
-def _parse_time(value: str | None):
-    if value is None:
-        return None
-    try:
-        parsed = parse_datetime(value.replace("Z", "+00:00") if value.endswith("Z") else value)
-    except ValueError:
-        return None
-    if parsed is None or parsed.tzinfo is None:
-        return None
-    return parsed
+    samples = [s.model_dump() | {"at": schemas.sample_time(s.at) if s.at else None} for s in body.samples]
+    return store_agent_samples(key.agent, host, samples)
 
 
 @api_view("GET")

@@ -502,6 +502,9 @@ def review(month: date, *, now: datetime | None = None, live: bool = False) -> d
     """The review of `month`: the stored snapshot when there is one (unless `live`), else
     computed now; with the month-over-month change against the month before."""
     now = now or timezone.now()
+    from oversight.actions import expire_overdue
+
+    expire_overdue()  # an overdue request counts as decided by the timeout
     stored = None if live else MonthlyReview.objects.filter(month=label(month)).first()
     if stored is not None:
         data = dict(stored.figures)
@@ -693,6 +696,18 @@ def _memory_table(memory: dict) -> dict:
         rows.append([f"False-positive rate, alerts and findings (target ≤ {pct(fp['target'])})",
                      f"{pct(fp['rate'])}{verdict}"])
     return {"title": "Memory", "columns": ("Figure", "Value"), "rows": rows}
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(cell):
+    """Free text (reject reasons, names) that a spreadsheet would run as a formula is
+    quoted. Every CSV of the review (the web download, `manage.py report --csv`) writes
+    its cells through this one function."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
 
 
 def csv_rows(data: dict):

@@ -81,15 +81,8 @@ def report_csv(request: HttpRequest, month: str):
     response["Content-Disposition"] = f'attachment; filename="oversight-review-{reports.label(month_date)}.csv"'
     writer = csv.writer(response)
     for row in reports.csv_rows(data):
-        writer.writerow([_csv_safe(cell) for cell in row])
+        writer.writerow([reports.csv_safe(cell) for cell in row])
     return response
-
-
-def _csv_safe(cell):
-    """Free text (reject reasons, names) that a spreadsheet would run as a formula is quoted."""
-    if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + cell
-    return cell
 
 
 # --- Policies ----------------------------------------------------------------------------------

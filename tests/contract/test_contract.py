@@ -310,7 +310,7 @@ def test_it_limits_an_agents_rate_with_retry_after(live):
         assert 1 <= int(limited[0].headers["Retry-After"]) <= 60
         assert all(a.status_code in (200, 429) for a in answers)
     finally:
-        stack.supervisor.stop()
+        stack.stop()
 
 
 # --- §4 other endpoints ---------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The collection broadcast against real Redis and real worker processes; the beat schedule."""
 
 import os
+import shutil
 import tempfile
 import time
 from datetime import timedelta
@@ -38,19 +39,22 @@ def test_the_worker_command_consumes_the_broadcast():
 
 
 def _start_workers(names):
-    from oversight.runner import Supervisor, worker_argv
+    """Workers on a Redis of their own: a live stack's beat broadcasting on the suite's
+    Redis at the same time must not add ticks to the ones this test counts."""
+    from oversight.runner import Supervisor, start_redis, worker_argv
     from tests.conftest import live_database_url
 
     logs = Path(tempfile.mkdtemp(prefix="oversight-workers-"))
-    env = dict(os.environ) | {"DATABASE_URL": live_database_url(), "OVERSIGHT_VAR_DIR": str(logs),
-                              "SECRET_KEY": "test-secret", "DATABASE_POOL_MIN": "0"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
     supervisor = Supervisor(prefix_logs=False)
+    broker = start_redis(supervisor, logs)
+    env = dict(os.environ) | {"DATABASE_URL": live_database_url(), "OVERSIGHT_VAR_DIR": str(logs),
+                              "SECRET_KEY": "test-secret", "DATABASE_POOL_MIN": "0", "REDIS_URL": broker}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
     for name in names:
         argv = worker_argv(concurrency=1)
         argv[argv.index("--hostname") + 1] = name
         supervisor.start(name, argv, env=env, log=logs / f"{name}.log")
-    return supervisor, logs
+    return supervisor, logs, broker
 
 
 def _wait_for_nodes(app, names, timeout=60):
@@ -77,23 +81,33 @@ def _wait_for(predicate, timeout=20):
 
 @pytest.mark.live
 def test_it_reaches_every_host_once_per_tick(transactional_db):
-    from oversight.celery import app
+    from celery import Celery
+
+    from oversight.celery import app as suite_app
 
     # Two machines, one of which runs two workers: each machine files one sample per tick.
     names = ["w1@host-a", "w2@host-a", "w1@host-b"]
-    supervisor, _logs = _start_workers(names)
+    supervisor, logs, broker = _start_workers(names)
     try:
-        _wait_for_nodes(app, names)
-        for _ in range(3):
-            app.send_task("monitoring.collect", **broadcast_options(), expires=30)
-        assert _wait_for(lambda: _counts() == {"host-a": 3, "host-b": 3}), _counts()
-        # A tick that expired before a worker got it is never replayed.
-        app.send_task("monitoring.collect", **broadcast_options(), expires=timezone.now() - timedelta(seconds=1))
-        app.send_task("monitoring.collect", **broadcast_options(), expires=30)
-        assert _wait_for(lambda: _counts() == {"host-a": 4, "host-b": 4}), _counts()
-        time.sleep(1)
-        assert _counts() == {"host-a": 4, "host-b": 4}
+        # A client of the workers' own broker (the suite's app would publish on the suite's).
+        with Celery("tick-sender", broker=broker, set_as_current=False) as app:
+            app.conf.task_queues = suite_app.conf.task_queues
+            _wait_for_nodes(app, names)
+
+            def tick(**options):
+                app.send_task("monitoring.collect", **broadcast_options(), **options)
+
+            for _ in range(3):
+                tick(expires=30)
+            assert _wait_for(lambda: _counts() == {"host-a": 3, "host-b": 3}), _counts()
+            # A tick that expired before a worker got it is never replayed.
+            tick(expires=timezone.now() - timedelta(seconds=1))
+            tick(expires=30)
+            assert _wait_for(lambda: _counts() == {"host-a": 4, "host-b": 4}), _counts()
+            time.sleep(1)
+            assert _counts() == {"host-a": 4, "host-b": 4}
     finally:
         supervisor.stop()
+        shutil.rmtree(logs, ignore_errors=True)
     sample = HostSample.objects.filter(host="host-a").latest("at")
     assert 0 <= sample.pressure <= 100 and sample.total_bytes > 0

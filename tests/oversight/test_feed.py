@@ -12,6 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from monitoring.hooks import firing_alerts
+from monitoring.models import Alert
 from oversight import actions
 from oversight.asgi import application
 from oversight.events import flush_events, send_event_now
@@ -24,6 +25,14 @@ ALERT = {
     "id": 7, "host": "web-1", "process": "", "kind": "memory_pressure", "severity": "critical",
     "value": 93.2, "threshold": 90.0, "started_at": "2026-11-25T10:00:00.000Z", "resolved_at": None,
 }
+
+
+def alert(host: str, *, resolved: bool) -> Alert:
+    now = timezone.now()
+    return Alert.objects.create(
+        host=host, severity="critical", value=93.2, threshold=90.0, peak=95.0, started_at=now, raised_at=now,
+        resolved_at=now if resolved else None,
+    )
 
 
 class Feed(ApplicationCommunicator):
@@ -149,9 +158,13 @@ async def test_it_sends_a_snapshot_of_critical_pending_requests_and_firing_alert
     await database_sync_to_async(submit)(agent, "harmless", critical=False)
     decided = await database_sync_to_async(submit)(agent, "decided")
     await database_sync_to_async(actions.do_decide)(decided.id, outcome=Status.APPROVED, source=Source.OPERATOR, by="x")
+    firing = await database_sync_to_async(alert)("web-1", resolved=False)
+    await database_sync_to_async(alert)("web-2", resolved=True)
     feed, snapshot = await opened(operator)
     assert [r["id"] for r in snapshot["pending"]] == [str(soon.id), str(late.id)]
     assert snapshot["pending"][0]["summary"] == "sooner" and snapshot["pending"][0]["status"] == "pending"
+    # Only the firing alert, in the same form as everywhere else.
+    assert [(a["id"], a["host"], a["severity"]) for a in snapshot["alerts"]] == [(firing.id, "web-1", "critical")]
     assert snapshot["alerts"] == await database_sync_to_async(firing_alerts)()
     await feed.disconnect()
 
@@ -254,7 +267,7 @@ async def test_it_reaches_a_socket_on_another_web_process(operator, agent):
                 decided = await _socket_event(browser, "request.decided")
                 assert decided["request"]["id"] == request_id and decided["request"]["status"] == "cancelled"
     finally:
-        await asyncio.gather(asyncio.to_thread(first.supervisor.stop), asyncio.to_thread(second.supervisor.stop))
+        await asyncio.gather(asyncio.to_thread(first.stop), asyncio.to_thread(second.stop))
 
 
 def sign_in(site: str, username: str) -> str:

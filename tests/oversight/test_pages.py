@@ -237,14 +237,25 @@ def test_it_pages_back_to_newer_rows(client, operator, agent, monkeypatch):
     assert top == first and "prev" not in links
 
 
-def test_it_ignores_bad_filters_and_cursors(client, operator, agent):
+def test_it_ignores_bad_filters(client, operator, agent):
     kept = decided(agent, "still here")
     client.force_login(operator)
-    for query in ("after=garbage", "after=2026-01-01T00:00:00Z_nope", "since=yesterday", "status=bogus", "after=_",
-                  "before=garbage", "before=_"):
+    for query in ("since=yesterday", "status=bogus", "since=2026-13-45"):
         response = client.get(f"/history/?{query}")
         assert response.status_code == 200, query
         assert str(kept.id) in response.content.decode(), query
+
+
+def test_it_answers_a_bad_page_link_with_400(client, operator, agent):
+    decided(agent, "still here")
+    client.force_login(operator)
+    good_id = "6f1c0000-0000-4000-8000-000000000000"
+    for query in ("after=garbage", "after=2026-01-01T00:00:00Z_nope", "after=_", "before=garbage", "before=_",
+                  f"after=2026-13-45T00:00:00Z_{good_id}", f"before=2026-02-30T25:00:00%2B00:00_{good_id}",
+                  f"after=2026-01-01T00:00:00_{good_id}"):
+        response = client.get(f"/history/?{query}")
+        assert response.status_code == 400, query
+        assert "not valid" in response.content.decode(), query
 
 
 @pytest.mark.django_db

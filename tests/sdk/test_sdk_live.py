@@ -555,7 +555,7 @@ RATE_LIMIT = 3
 def limited_stack(django_db_setup, django_db_blocker):
     stack = start_stack(extra_env={"OVERSIGHT_RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT)}, worker=False, beat=False)
     yield stack
-    stack.supervisor.stop()
+    stack.stop()
 
 
 @pytest.fixture

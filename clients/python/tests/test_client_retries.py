@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from oversight_client import RateLimited, Unavailable, ValidationError
+from oversight_client import OversightError, RateLimited, Unavailable, ValidationError
 
 CALM = {"memory_pressure": 10, "delegation_depth": 0, "circular_refs": 0}
 HOT = {"memory_pressure": 95}
@@ -149,3 +149,16 @@ def test_it_reports_an_unreachable_server_as_unavailable(make_client, dead_url):
 
     assert caught.value.code == "unreachable"
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_it_does_not_retry_a_400_or_a_500(client, fake, status):
+    code = "validation_error" if status == 400 else "internal_error"
+    body = {"error": {"code": code, "message": "no", "details": {}}}
+    fake.fail("POST", "/api/v1/requests", status=status, body=body, times=5)
+
+    with pytest.raises(OversightError) as raised:
+        client.submit("scrape", "x", metrics=CALM)
+
+    assert not isinstance(raised.value, Unavailable | RateLimited)
+    assert [a.status for a in fake.calls_to("POST", "/api/v1/requests")] == [status]

@@ -1,4 +1,5 @@
 import csv
+import io
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -25,9 +26,13 @@ class Command(BaseCommand):
             self._tables(data)
 
     def _csv(self, data: dict) -> None:
-        writer = csv_writer(self.stdout)
+        # Written whole, as the web download writes it: a cell holding a line break is
+        # quoted (a writer without a line terminator would not quote it).
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
         for row in reports.csv_rows(data):
-            writer.writerow(row)
+            writer.writerow([reports.csv_safe(cell) for cell in row])
+        self.stdout.write(buffer.getvalue(), ending="")
 
     def _tables(self, data: dict) -> None:
         source = f"stored snapshot of {data['snapshot_at'][:16]} UTC" if data["snapshot_at"] else "live figures"
@@ -51,7 +56,3 @@ class Command(BaseCommand):
             if n == 0:
                 self.stdout.write("  " + "  ".join("-" * w for w in widths))
 
-
-def csv_writer(stream):
-    # OutputWrapper adds its own line endings; csv's \r\n would double them.
-    return csv.writer(stream, lineterminator="")

@@ -57,3 +57,13 @@ def test_an_empty_month_still_prints_its_tables(db):
 def test_it_refuses_a_bad_month_with_a_clear_error(month):
     with pytest.raises(CommandError, match="Use YYYY-MM"):
         run(month)
+
+
+@pytest.mark.parametrize("reason", ["=HYPERLINK(1)", "+1", "-1+2", "@SUM(A1)", "\tx", "\rx"])
+def test_its_csv_neutralises_formulas_like_the_web_csv(db, reason):
+    scraper = make_agent("scraper-7").agent
+    make_request(scraper, at("2026-11-03 10:00"), operation="delegate", metrics={"delegation_depth": 5},
+                 outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia", reason=reason, after=30)
+    rows = list(csv.reader(io.StringIO(run("2026-11", "--csv"))))
+    names = [r[1] for r in rows if r[0] == "reject_reason"]
+    assert names and all(name.startswith("'") for name in names), names
