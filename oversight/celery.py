@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 from kombu.common import Broadcast
 
@@ -30,7 +30,13 @@ def _schedule(sender, **kwargs) -> None:
     # Beat fires these; every worker may run them: claims are conditional UPDATEs.
     # Each expires after one interval so a backlog never replays stale sweeps.
     sweep = settings.OVERSIGHT_SWEEP_SECONDS
-    sender.add_periodic_task(sweep, sender.signature("oversight.sweep", expires=sweep), name="oversight sweep")
+    # Beat's own deadline loop applies timeouts as they fall due; the timeout sweep
+    # through the broker stays as a slow backstop. Every second, it only fought the
+    # loop for the same rows (and SQLite's write lock) under a burst of deadlines.
+    deadlines = max(sweep, 30.0) if settings.OVERSIGHT_DEADLINE_LOOP else sweep
+    sender.add_periodic_task(
+        deadlines, sender.signature("oversight.sweep", expires=deadlines), name="oversight sweep"
+    )
     sender.add_periodic_task(
         sweep, sender.signature("oversight.deliveries_sweep", expires=sweep), name="oversight deliveries sweep"
     )
@@ -48,3 +54,14 @@ def _schedule(sender, **kwargs) -> None:
 def ping() -> str:
     """A trivial task: proves a worker is listening (used by checks and tests)."""
     return "pong"
+
+
+@signals.beat_init.connect
+def _start_deadline_loop(sender=None, **kwargs) -> None:
+    """Beat also runs the deadline loop: each timeout applied when due, even with Redis down."""
+    from django.conf import settings
+
+    if settings.OVERSIGHT_DEADLINE_LOOP:
+        from oversight import deadlines
+
+        deadlines.start(settings.OVERSIGHT_DEADLINE_POLL_SECONDS)

@@ -2,9 +2,13 @@
 
 Starts a private Redis (when REDIS_URL is unset), prepares the database, then
 runs the web server (HTTP and websockets), a Celery worker and Celery beat.
-Their logs are streamed with a prefix each. Ctrl-C or SIGTERM stops every
-process it started; if the supervisor itself dies, the children are told by the
-kernel (PR_SET_PDEATHSIG) and stop too.
+Their logs are streamed with a prefix each. A process that dies is started
+again after a backoff (1 s, doubling to 30 s; reset once it has run for a
+minute), with its exit status logged; nothing else is stopped for it. The
+private Redis keeps its data in an append-only file under var/redis, so queued
+work survives its restarts, and comes back on the same port. Ctrl-C or SIGTERM
+stops every process it started; if the supervisor itself dies, the children are
+told by the kernel (PR_SET_PDEATHSIG) and stop too.
 
 Nothing here imports Django at module level: the same helpers start servers for
 the test suite.
@@ -62,20 +66,51 @@ def redis_server_binary() -> str:
 class Child:
     name: str
     process: subprocess.Popen
+    argv: list[str] = field(default_factory=list)
+    env: dict | None = None
+    cwd: Path = BASE_DIR
+    log: Path | None = None
+    restart: bool = False
     buffer: bytes = b""
+    started_at: float = 0.0
+    restarts: int = 0
+    failures: int = 0  # exits in a row that came soon after a start: they set the backoff
+    restart_at: float | None = None  # when an exited child is due to be started again
+    after_restart: object = None  # called with the child once it is running again
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
 
 
 @dataclass
 class Supervisor:
-    """Starts children in their own process groups and stops them all, in reverse order."""
+    """Starts children in their own process groups, restarts those marked `restart`
+    when they die (with backoff), and stops them all, in reverse order."""
 
     children: list[Child] = field(default_factory=list)
     prefix_logs: bool = True
+    backoff: float = 1.0  # the first restart's delay; doubles for each quick failure in a row
+    max_backoff: float = 30.0
+    stable_after: float = 60.0  # a child that ran this long starts over at `backoff`
+    notes: list[str] = field(default_factory=list)
+    stopping: bool = False
 
     def start(
-        self, name: str, argv: list[str], env: dict | None = None, cwd: Path = BASE_DIR, log: Path | None = None
+        self, name: str, argv: list[str], env: dict | None = None, cwd: Path = BASE_DIR, log: Path | None = None,
+        *, restart: bool = False,
     ) -> Child:
         """Start a child. Its output is piped for `stream()`, or appended to `log`, or inherited."""
+        child = Child(name, self._spawn(argv, env, cwd, log), argv, env, cwd, log, restart, started_at=time.monotonic())
+        self.children.append(child)
+        return child
+
+    def _spawn(self, argv: list[str], env: dict | None, cwd: Path, log: Path | None) -> subprocess.Popen:
         if log is not None:
             out = open(log, "ab")  # noqa: SIM115 — handed to the child, closed below
         else:
@@ -91,11 +126,66 @@ class Supervisor:
         )
         if log is not None:
             out.close()
-        child = Child(name, process)
-        self.children.append(child)
-        return child
+        return process
+
+    def child(self, name: str) -> Child:
+        return next(child for child in self.children if child.name == name)
+
+    def check(self) -> str | None:
+        """Notice children that exited: schedule or perform their restart.
+
+        Returns the name of a child that exited and is not to be restarted (the
+        caller stops everything), else None.
+        """
+        now = time.monotonic()
+        for child in list(self.children):
+            if child.restart_at is None:
+                returncode = child.process.poll()
+                if returncode is None:
+                    continue
+                # Its helpers (a worker's pool processes) share its group: none may outlive it.
+                _signal_group(child.process, signal.SIGKILL)
+                if not child.restart or self.stopping:
+                    return child.name
+                ran = now - child.started_at
+                child.failures = 0 if ran >= self.stable_after else child.failures + 1
+                delay = min(self.max_backoff, self.backoff * 2 ** max(0, child.failures - 1))
+                child.restart_at = now + delay
+                self.note(
+                    f"The {child.name} process stopped ({describe_exit(returncode)}) after {ran:.1f} s; "
+                    f"restarting it in {delay:.1f} s."
+                )
+            elif now >= child.restart_at and not self.stopping:
+                child.restart_at = None
+                child.restarts += 1
+                child.buffer = b""
+                child.process = self._spawn(child.argv, child.env, child.cwd, child.log)
+                child.started_at = time.monotonic()
+                self.note(f"Restarted the {child.name} process (pid {child.process.pid}, restart {child.restarts}).")
+                if child.after_restart is not None:
+                    child.after_restart(child)
+        return None
+
+    def watch(self, until=lambda: False, interval: float = 0.05) -> str | None:
+        """`check()` until `until()` turns true or a child that is not restarted exits
+        (for children whose output goes to log files)."""
+        while not until() and not self.stopping:
+            exited = self.check()
+            if exited:
+                return exited
+            time.sleep(interval)
+        return None
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+        label = "supervisor |"
+        if sys.stdout.isatty():
+            label = f"\033[1m{label}\033[0m"
+        sys.stdout.write(f"{label} {message}\n")
+        sys.stdout.flush()
 
     def stop(self, timeout: float = 10.0) -> None:
+        self.stopping = True
         for child in reversed(self.children):
             _signal_group(child.process, signal.SIGTERM)
         end = time.monotonic() + timeout
@@ -110,24 +200,37 @@ class Supervisor:
         self.children.clear()
 
     def stream(self, until=lambda: False) -> str | None:
-        """Copy children's output with a prefix each. Returns the name of the first
-        child that exits, or None when `until()` turns true."""
+        """Copy children's output with a prefix each, restarting those that die.
+        Returns the name of a child that exited and is not restarted, or None when
+        `until()` turns true."""
         selector = selectors.DefaultSelector()
-        for child in self.children:
-            os.set_blocking(child.process.stdout.fileno(), False)
-            selector.register(child.process.stdout, selectors.EVENT_READ, child)
+        registered: dict[str, object] = {}
         try:
             while not until():
-                for key, _ in selector.select(timeout=0.5):
-                    child = key.data
+                for child in self.children:
+                    pipe = child.process.stdout
+                    if pipe is not None and registered.get(child.name) is not pipe:
+                        if child.name in registered and not registered[child.name].closed:
+                            selector.unregister(registered[child.name])
+                            registered[child.name].close()
+                        os.set_blocking(pipe.fileno(), False)
+                        selector.register(pipe, selectors.EVENT_READ, child)
+                        registered[child.name] = pipe
+                for key, _ in selector.select(timeout=0.2):
                     chunk = key.fileobj.read1(65536) if hasattr(key.fileobj, "read1") else key.fileobj.read()
                     if chunk:
-                        self._emit(child, chunk)
+                        self._emit(key.data, chunk)
+                    elif chunk == b"":  # end of file: the process (and its helpers) closed it
+                        selector.unregister(key.fileobj)
+                        key.fileobj.close()
                 for child in self.children:
-                    if child.process.poll() is not None:
-                        rest = child.process.stdout.read() or b""
-                        self._emit(child, rest + b"\n")
-                        return child.name
+                    pipe = child.process.stdout
+                    if child.restart_at is None and pipe is not None and not pipe.closed and child.process.poll() is not None:
+                        with contextlib.suppress(OSError, ValueError):
+                            self._emit(child, (pipe.read() or b"") + b"\n")
+                exited = self.check()
+                if exited:
+                    return exited
         finally:
             selector.close()
         return None
@@ -150,19 +253,28 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
         os.killpg(process.pid, sig)
 
 
-def start_redis(supervisor: Supervisor, var_dir: Path, port: int | None = None) -> str:
-    """A private Redis on 127.0.0.1 and a free port, persisting nothing."""
+def redis_argv(port: int, work: Path, *, persist: bool) -> list[str]:
+    # Persisting: every write is appended to a file and fsynced each second, so a
+    # restart (or a crash) loses at most a second of queued tasks, not the queue.
+    durability = ["--appendonly", "yes", "--appendfsync", "everysec"] if persist else ["--appendonly", "no"]
+    return [
+        redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", *durability,
+        "--dir", str(work), "--protected-mode", "yes", "--loglevel", "warning", "--logfile", str(work / "redis.log"),
+    ]
+
+
+def start_redis(
+    supervisor: Supervisor, var_dir: Path, port: int | None = None, *, persist: bool = False, restart: bool = False
+) -> str:
+    """A private Redis on 127.0.0.1 and a free port (or `port`), its files in var_dir/redis.
+
+    `persist` keeps its data in an append-only file there; `restart` has the
+    supervisor start it again on the same port if it dies.
+    """
     port = port or free_port()
     work = var_dir / "redis"
     work.mkdir(parents=True, exist_ok=True)
-    supervisor.start(
-        "redis",
-        [
-            redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(work), "--protected-mode", "yes", "--loglevel", "warning",
-            "--logfile", str(work / "redis.log"),
-        ],
-    )
+    supervisor.start("redis", redis_argv(port, work, persist=persist), restart=restart)
     wait_for_port(port, what="Redis")
     return f"redis://127.0.0.1:{port}/0"
 
@@ -247,7 +359,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         if not env.get("REDIS_URL"):
-            env["REDIS_URL"] = start_redis(supervisor, var_dir)
+            env["REDIS_URL"] = start_redis(supervisor, var_dir, persist=True, restart=True)
             print(f"Started a private Redis at {env['REDIS_URL']}", flush=True)
         env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")
         for argv in (["migrate", "--no-input", "-v", "0"], ["bootstrap_local", "-v", "0"]):
@@ -257,9 +369,11 @@ def main() -> int:
             if result.returncode:
                 print(f"`manage.py {' '.join(argv)}` failed; stopping.", file=sys.stderr)
                 return result.returncode
-        supervisor.start("web", web_argv(port), env=env)
-        supervisor.start("worker", worker_argv(), env=env)
-        supervisor.start("beat", beat_argv(var_dir), env=env)
+        # Each is restarted if it dies; none is stopped because another died. The web
+        # server too: agents see refused connections for a moment, then it is back.
+        supervisor.start("web", web_argv(port), env=env, restart=True)
+        supervisor.start("worker", worker_argv(), env=env, restart=True)
+        supervisor.start("beat", beat_argv(var_dir), env=env, restart=True)
         wait_for_port(port, what="The web server", timeout=60)
         print(welcome(port, var_dir), flush=True)
         exited = supervisor.stream(until=lambda: stopping["signal"] is not None)

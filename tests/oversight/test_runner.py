@@ -100,3 +100,108 @@ def test_a_task_sent_like_the_web_process_does_runs_on_the_worker(live):
     from oversight.celery import ping
 
     assert ping.apply_async().get(timeout=30) == "pong"
+
+
+def _children_by_role(process):
+    roles = {}
+    for child in psutil.Process(process.pid).children():
+        try:
+            line = " ".join(child.cmdline())
+        except psutil.Error:  # just died, not yet reaped
+            continue
+        for role, marker in (("web", "uvicorn"), ("worker", " worker "), ("beat", " beat "), ("redis", "redis-server")):
+            if marker in line:
+                roles[role] = child
+    return roles
+
+
+def _wait_for(predicate, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"Timed out waiting for {what}")
+
+
+def test_it_restarts_a_dead_worker_beat_and_redis_and_never_stops_the_web_server(tmp_path):
+    import redis
+
+    port = free_port()
+    process, log = _start(tmp_path, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert _healthy(url, time.monotonic() + 120), (tmp_path / "run.log").read_text()
+        before = _children_by_role(process)
+        assert set(before) == {"web", "worker", "beat", "redis"}
+        redis_port = next(c.laddr.port for c in before["redis"].net_connections("tcp") if c.status == "LISTEN")
+        queued = redis.Redis(port=redis_port)
+        queued.rpush("queued-work", "survives")
+
+        for role in ("worker", "beat", "redis"):
+            before[role].send_signal(signal.SIGKILL)
+
+        def restarted():
+            now = _children_by_role(process)
+            fresh = all(role in now and now[role].pid != before[role].pid for role in ("worker", "beat", "redis"))
+            return fresh and now
+
+        after = _wait_for(restarted, 30, "the worker, beat and Redis to be restarted")
+        output = (tmp_path / "run.log").read_text()
+        for role in ("worker", "beat", "redis"):
+            assert f"The {role} process stopped (killed by SIGKILL)" in output, output
+            assert f"Restarted the {role} process" in output
+        assert "stopping the others" not in output
+        assert after["web"].pid == before["web"].pid  # never stopped for another process
+        assert process.poll() is None
+
+        # Redis came back on the same port, with what was queued in it.
+        assert _wait_for(lambda: queued.lrange("queued-work", 0, -1), 10, "Redis") == [b"survives"]
+        # And the whole system is healthy again, a worker answering tasks.
+        health = _wait_for(lambda: _healthy(url, time.monotonic() + 2), 60, "health")
+        assert health["broker"] == "ok"
+
+        # A dead web server is restarted too.
+        after["web"].send_signal(signal.SIGKILL)
+        _wait_for(lambda: _children_by_role(process).get("web") and _children_by_role(process)["web"].pid
+                  != after["web"].pid, 30, "the web server to be restarted")
+        assert _wait_for(lambda: _healthy(url, time.monotonic() + 2), 60, "health after the web restart")
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert "Stopped every process." in (tmp_path / "run.log").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+
+
+def test_it_backs_off_between_restarts_of_a_process_that_keeps_dying(tmp_path):
+    from oversight.runner import Supervisor
+
+    supervisor = Supervisor(prefix_logs=False, backoff=0.2, max_backoff=0.8)
+    marker = tmp_path / "starts"
+    child = supervisor.start("flaky", [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x'); exit(3)"],
+                             log=tmp_path / "flaky.log", restart=True)
+    try:
+        supervisor.watch(until=lambda: child.restarts >= 4, interval=0.01)
+    finally:
+        supervisor.stop()
+    stopped = [note for note in supervisor.notes if "stopped" in note]
+    assert "The flaky process stopped (exit status 3)" in stopped[0]
+    delays = [float(note.rsplit("restarting it in ", 1)[1].split(" ")[0]) for note in stopped]
+    assert delays[:4] == [0.2, 0.4, 0.8, 0.8]  # doubling, capped
+    assert marker.read_text().count("x") >= 4
+
+
+def test_it_stops_a_child_that_is_not_to_be_restarted_and_says_which(tmp_path):
+    from oversight.runner import Supervisor
+
+    supervisor = Supervisor(prefix_logs=False)
+    supervisor.start("once", [sys.executable, "-c", "exit(0)"], log=tmp_path / "once.log")
+    supervisor.start("long", [sys.executable, "-c", "import time; time.sleep(60)"], log=tmp_path / "long.log")
+    try:
+        assert supervisor.watch() == "once"
+    finally:
+        supervisor.stop()
