@@ -30,10 +30,11 @@ def _schedule(sender, **kwargs) -> None:
     # Beat fires these; every worker may run them: claims are conditional UPDATEs.
     # Each expires after one interval so a backlog never replays stale sweeps.
     sweep = settings.OVERSIGHT_SWEEP_SECONDS
-    # Beat's own deadline loop applies timeouts as they fall due; the timeout sweep
-    # through the broker stays as a slow backstop. Every second, it only fought the
-    # loop for the same rows (and SQLite's write lock) under a burst of deadlines.
-    deadlines = max(sweep, 30.0) if settings.OVERSIGHT_DEADLINE_LOOP else sweep
+    # Beat's own deadline loop applies timeouts from the database alone (so they hold
+    # with Redis down); the sweep through the broker keeps its one-second pace beside
+    # it, since under a burst of deadlines the loop alone fell further behind
+    # (docs/performance.md). Both claim rows by conditional UPDATE: each timeout once.
+    deadlines = sweep
     sender.add_periodic_task(
         deadlines, sender.signature("oversight.sweep", expires=deadlines), name="oversight sweep"
     )
