@@ -109,8 +109,11 @@ def _children_by_role(process):
             line = " ".join(child.cmdline())
         except psutil.Error:  # just died, not yet reaped
             continue
-        for role, marker in (("web", "uvicorn"), ("worker", " worker "), ("beat", " beat "), ("redis", "redis-server")):
-            if marker in line:
+        # The children retitle themselves (`oversight web`, …); before that, their argv.
+        markers = (("web", ("oversight web", "uvicorn")), ("worker", ("oversight worker", " worker ")),
+                   ("beat", ("oversight beat", " beat ")), ("redis", ("redis-server",)))
+        for role, names in markers:
+            if any(name in f" {line} " for name in names):
                 roles[role] = child
     return roles
 
