@@ -79,6 +79,8 @@ MATRIX: dict[tuple[str, str], tuple] = {
     (f"^{A}openapi\\.json$", "GET"):                                (200, 200, 200, 200, 200, 200),
     ("healthz", "GET"):                                             (200, 200, 200, 200, 200, 200),
     ("metrics", "GET"):                                             (200, 200, 200, 200, 200, 200),
+    # A redirect to the static icon, for browsers that ask for /favicon.ico.
+    ("favicon.ico", "GET"):                                         (301, 301, 301, 301, 301, 301),
     ("login/", "GET"):                                              (200, 200, 302, 302, 302, 302),
     ("login/", "POST"):                                             (200, 200, 302, 302, 302, 302),
     ("logout/", "POST"):                                            (302, 302, 302, 302, 302, 302),
