@@ -15,11 +15,13 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import oversight_client
 import oversight_client.client as client_module
 import pytest
+from django.utils import timezone
 from oversight_client import (
     AlreadyDecided,
     AsyncClient,
@@ -415,7 +417,9 @@ def test_a_rejected_delegation_keeps_the_depth_where_it_was(sdk, agent):
 
 
 def test_pushed_metrics_are_stored(sdk, agent):
-    sample = {"at": "2026-01-05T10:00:00.000Z", "pid": 4242, "process": "agent.py", "rss_bytes": 50_000_000,
+    # Within the raw-sample retention (an older `at` is a 400, §9.2).
+    at = (timezone.now() - timedelta(hours=1)).replace(microsecond=0)
+    sample = {"at": at.isoformat().replace("+00:00", "Z"), "pid": 4242, "process": "agent.py", "rss_bytes": 50_000_000,
               "vms_bytes": 90_000_000, "gc": {"collected": 12, "uncollectable": 1}, "gc_counts": [700, 3, 1],
               "cycles_found": 12, "tracemalloc_top": [{"where": "agent.py:12", "size_bytes": 4096, "count": 8}]}
 
@@ -425,7 +429,7 @@ def test_pushed_metrics_are_stored(sdk, agent):
     assert (stored.host, stored.pid, stored.process, stored.rss_bytes) == ("sdk-live-host", 4242, "agent.py", 50_000_000)
     assert (stored.gc_collected, stored.gc_uncollectable, stored.gc_counts) == (12, 1, [700, 3, 1])
     assert stored.cycles_found == 12 and stored.tracemalloc_top == sample["tracemalloc_top"]
-    assert stored.at.isoformat() == "2026-01-05T10:00:00+00:00"
+    assert stored.at == at
 
 
 def test_the_memory_reporter_pushes_real_samples(sdk, agent):
