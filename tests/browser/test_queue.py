@@ -205,7 +205,7 @@ def test_it_shows_the_right_queue_after_the_server_restarts(live, open_page, ope
         gone = submit(stack.url, agent, "Decided while the page was offline")
         expect(row(page, gone["id"])).to_be_visible()
 
-        stack.stop()
+        stack.supervisor.stop()  # the processes only: the restart below logs into the stack's folder
         expect(page.locator("#live-status")).to_have_attribute("data-state", "offline")
         expect(page.locator("#live-status")).to_contain_text("Offline")
         actions.do_decide(gone["id"], outcome=Status.REJECTED, source=Source.OPERATOR, by="oscar", reason="No")
