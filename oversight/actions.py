@@ -587,13 +587,6 @@ def _schedule_callback(req: OversightRequest) -> None:
         notifications.schedule_for_request(req, "decided", now=req.decided_at)
 
 
-def _enqueue(task, *args) -> None:
-    try:
-        task.delay(*args)
-    except Exception:  # the broker being away must not fail a committed decision
-        log.exception("Could not queue %s%r", task.name, args)
-
-
 # --- Policies ------------------------------------------------------------------------
 
 
