@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,7 +38,6 @@ from oversight.models import (
 )
 from oversight.serializers import canonical_digest, grant_dict, iso, request_dict
 
-log = logging.getLogger(__name__)
 
 
 class AlreadyDecided(Exception):
