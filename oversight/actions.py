@@ -39,7 +39,6 @@ from oversight.models import (
 from oversight.serializers import canonical_digest, grant_dict, iso, request_dict
 
 
-
 class AlreadyDecided(Exception):
     """The request was final before this decision could be applied."""
 
