@@ -75,12 +75,15 @@ class AlreadyApproved(Exception):
         super().__init__("You already approved this request; another operator must approve it too.")
 
 
-class IndividualApprovalRequired(Exception):
-    """A bulk decision never completes a quorum of two or more."""
+class BulkCannotCompleteQuorum(Exception):
+    """A bulk approval never completes a quorum of two or more (it may add a partial approval)."""
 
     def __init__(self, request: OversightRequest):
         self.request = request
-        super().__init__("This request needs approvals from several operators: approve it on its own.")
+        super().__init__(
+            f"Yours would be approval {len(request.approvals) + 1} of {request.required_approvals}, the last: "
+            "a bulk approval never completes a quorum of two or more. Approve this request on its own."
+        )
 
 
 class PolicyInvalid(Exception):
@@ -406,6 +409,10 @@ def do_approve(
     again and either adds itself after it or finds the request final. A reject or the
     timeout claims on status, so exactly one final decision is ever written.
 
+    A `bulk` approval counts as one operator's approval like any other, except that it
+    never completes a quorum of two or more (BulkCannotCompleteQuorum, nothing recorded):
+    it can only add a partial approval.
+
     An approval with changes (`payload`) is for the new payload: it discards the
     approvals given before it. Under a quorum a standing grant is made by the approval
     that completes it, only if every approver asked for one (the shortest asked applies).
@@ -419,14 +426,16 @@ def do_approve(
             raise AlreadyDecided(apply_timeout_if_due(req, now=now))
         if payload is None and any(a.get("by") == by for a in req.approvals):
             raise AlreadyApproved(req)
-        if bulk and req.required_approvals >= 2:
-            raise IndividualApprovalRequired(req)
         entry = {"by": by, "at": iso(now)}
         if grant is not None:
             entry["grant"] = {"seconds": grant.seconds, "uses": grant.uses, "any_payload": grant.any_payload}
         approvals = [entry] if payload is not None else [*req.approvals, entry]
         count = req.approval_count
         complete = len(approvals) >= req.required_approvals
+        if bulk and complete and req.required_approvals >= 2:
+            # Judged on the row as read for the claim below: if another approval lands
+            # first, the claim fails and this is judged again on the new count.
+            raise BulkCannotCompleteQuorum(req)
         changes = {"approvals": approvals, "approval_count": count + 1}
         if payload is not None:
             changes["decision_payload"] = payload

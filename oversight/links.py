@@ -6,12 +6,16 @@ signing framework (salted for this use). The link row binds the request, the out
 and the person, expires at the request's deadline (judged by the database's clock) and
 is burnt, with its twin, by the one POST that uses it.
 
-- GET never decides (mail scanners prefetch links). Without that person's session it
-  shows a sign-in prompt and keeps the token in the session, never in a `next`
-  parameter; after signing in, `/` brings them back to it. With the session it shows
-  the request and one button (a form POST with CSRF; a reject asks for the reason).
-- POST by anyone else decides nothing (403). A used or expired link answers GET 200 and
-  POST 409, with the request's current state.
+- GET never decides (mail scanners prefetch links) and answers 200. Without that
+  person's session (signed out, or signed in as someone else) it shows only a sign-in
+  prompt, nothing about the request; signed out, the token is kept in the session, never
+  in a `next` parameter, and after signing in `/` brings them back to it. With the
+  session it shows the request and one button (a form POST with CSRF; a reject asks for
+  the reason), or, where the link decides nothing any more, the request's current state.
+- POST by anyone else decides nothing (403, the same prompt). A used or expired link,
+  a request decided already and a repeat approval by the same person answer POST 409,
+  with the request's current state; a person who may no longer decide it (approver
+  groups, owner, role), 403.
 - The pages send `Referrer-Policy: no-referrer` and `Cache-Control: no-store`; the
   `django.request` and `django.security` loggers see `/d/…/`, never the token.
 """
@@ -99,24 +103,35 @@ def _page(request: HttpRequest, link: DecisionLink, token: str, *, status: int =
     return _private(render(request, "decision_link.html", context, status=status))
 
 
+def _prompt(request: HttpRequest, *, status: int = 200) -> HttpResponse:
+    """The sign-in prompt, and nothing about the request: for anyone but the link's person."""
+    return _private(render(request, "decision_link.html", {"state": "sign-in"}, status=status))
+
+
 @never_cache
 @require_http_methods(["GET", "POST"])
 def decision_link(request: HttpRequest, token: str) -> HttpResponse:
+    """A GET answers 200 whatever the link's state (and decides nothing); a POST answers
+    403 for anyone but the link's person or a person who may not decide any more, 409 for a
+    used or expired link, a decided request or a repeat approval, else decides."""
     link = _link(token)
-    if not request.user.is_authenticated:
-        if request.method == "POST":
-            return _private(render(request, "decision_link.html", {"state": "sign-in"}, status=403))
-        # Kept on the server across the sign-in: `/` brings the person back here.
-        request.session[SESSION_KEY] = token
-        return _private(render(request, "decision_link.html", {"state": "sign-in"}))
+    post = request.method == "POST"
+    if not request.user.is_authenticated or request.user.pk != link.user_id:
+        # Without that person's session: only the sign-in prompt (a POST decides nothing).
+        if not post and not request.user.is_authenticated:
+            # Kept on the server across the sign-in: `/` brings the person back here.
+            request.session[SESSION_KEY] = token
+        return _prompt(request, status=403 if post else 200)
     request.session.pop(SESSION_KEY, None)
-    if request.user.pk != link.user_id:
-        return _page(request, link, token, status=403, state="not-yours")
-    if not _usable(link) or link.request.status != Status.PENDING:
-        return _page(request, link, token, status=409 if request.method == "POST" else 200, state="used")
-    if not may_decide(request.user, link.request):
-        return _page(request, link, token, status=403, state="not-allowed")
-    if request.method == "GET":
+    if not _usable(link):
+        return _page(request, link, token, status=409 if post else 200, state="used")
+    if link.request.status != Status.PENDING:
+        return _page(request, link, token, status=409 if post else 200, state="decided")
+    if not deciders.may_decide(request.user, link.request):
+        return _page(request, link, token, status=403 if post else 200, state="not-allowed")
+    if deciders.has_approved(request.user, link.request):
+        return _page(request, link, token, status=409 if post else 200, state="approved-already")
+    if not post:
         return _page(request, link, token, state="ask")
     return _decide(request, link, token)
 
@@ -134,8 +149,10 @@ def _decide(request: HttpRequest, link: DecisionLink, token: str) -> HttpRespons
                 return _page(request, link, token, status=409, state="used")
             actions.do_decide(link.request_id, outcome=outcome, source=Source.OPERATOR,
                               by=request.user.get_username(), reason=reason[:2000])
-    except (actions.AlreadyDecided, actions.AlreadyApproved):
-        return _page(request, link, token, status=409, state="used")
+    except actions.AlreadyApproved:
+        return _page(request, link, token, status=409, state="approved-already")
+    except actions.AlreadyDecided:
+        return _page(request, link, token, status=409, state="decided")
     link.request.refresh_from_db()
     return _page(request, link, token, state="done")
 

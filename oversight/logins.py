@@ -1,16 +1,17 @@
 """Sign-ins: audited (success and failure, with the address) and throttled.
 
 Throttling (contract §9.3): after 5 failed attempts for one username from one
-address, or 20 from one address, within 15 minutes, further attempts (of that
-username, or from that address at all) answer 429 without the password being
-checked. The count is of the audit trail's `login_failed` rows, in the database:
-it holds across web nodes, survives a Redis outage, and cannot be reset by
-flushing a cache. Counting per username *and* address means nobody can lock an
-operator out from another address.
+address, or 20 from one address, within 15 minutes, every further attempt from that
+address (whatever the username) answers 429 without the password being checked, for
+15 minutes counted from the failure that reached the limit. The count is of the audit
+trail's `login_failed` rows, in the database: it holds across web nodes, survives a
+Redis outage, and cannot be reset by flushing a cache. Counting per username *and*
+address means nobody can lock an operator out from another address.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from functools import wraps
 
@@ -32,14 +33,31 @@ def _username(value) -> str:
     return str(value or "")[:150]
 
 
-def is_throttled(username: str, address: str, now=None) -> bool:
+def blocked_until(address: str, now=None):
+    """When the block of `address` ends, or None when it is not blocked.
+
+    A failure that is the 5th of one username, or the 20th of any, from `address`
+    within 15 minutes blocks the address for 15 minutes from that failure. Blocked
+    attempts are not counted (their password is never checked), so a block is never
+    prolonged by knocking on it.
+    """
     from oversight.models import AuditEvent
 
     now = now or timezone.now()
-    failures = AuditEvent.objects.filter(kind=AuditEvent.Kind.LOGIN_FAILED, at__gt=now - WINDOW, data__address=address)
-    if failures.filter(actor=_username(username)).count() >= PER_USERNAME_AND_ADDRESS:
-        return True
-    return failures.count() >= PER_ADDRESS
+    # A failure that counts towards a block still in force is under two windows old.
+    failures = list(
+        AuditEvent.objects.filter(
+            kind=AuditEvent.Kind.LOGIN_FAILED, at__gt=now - 2 * WINDOW, at__lte=now, data__address=address,
+        ).order_by("at", "id").values_list("at", "actor")
+    )
+    until = None
+    for index, (at, actor) in enumerate(failures):
+        if at + WINDOW <= now:
+            continue  # a block it starts is over already
+        recent = [who for when, who in failures[: index + 1] if when > at - WINDOW]
+        if len(recent) >= PER_ADDRESS or recent.count(actor) >= PER_USERNAME_AND_ADDRESS:
+            until = max(until, at + WINDOW) if until else at + WINDOW
+    return until
 
 
 def throttled(view):
@@ -47,10 +65,13 @@ def throttled(view):
 
     @wraps(view)
     def wrapper(request, *args, **kwargs):
-        if request.method == "POST" and is_throttled(request.POST.get("username", ""), audit.remote_address(request)):
+        until = blocked_until(audit.remote_address(request)) if request.method == "POST" else None
+        if until is not None:
             context = {"form": AuthenticationForm(request), "throttled": THROTTLED_MESSAGE,
                        "next": request.POST.get("next", "")}
-            return render(request, "login.html", context, status=429)
+            response = render(request, "login.html", context, status=429)
+            response["Retry-After"] = str(max(1, math.ceil((until - timezone.now()).total_seconds())))
+            return response
         return view(request, *args, **kwargs)
 
     return wrapper

@@ -335,8 +335,8 @@ def decide_one(
         raise DecideError(404, "No such request.") from None
     except actions.AlreadyApproved as repeat:
         raise DecideError(409, str(repeat), repeat.request, code="already_approved") from None
-    except actions.IndividualApprovalRequired as quorum:
-        raise DecideError(409, str(quorum), quorum.request, code="individual_approval_required") from None
+    except actions.BulkCannotCompleteQuorum as quorum:
+        raise DecideError(403, str(quorum), quorum.request) from None
     except actions.AlreadyDecided as lost:
         req = lost.request
         who = req.decided_by or req.decision_source
@@ -470,7 +470,10 @@ def decide_bulk(request: HttpRequest):
             req = decide_one(request, request_id, outcome, reason, note=note, bulk=True)
             results.append({"id": request_id, "status": 200, "request": request_dict(req)})
         except DecideError as error:
-            results.append({"id": request_id, "status": error.status, "code": error.code, "message": error.message})
+            item = {"id": request_id, "status": error.status, "code": error.code, "message": error.message}
+            if error.req is not None:
+                item["request"] = request_dict(error.req)
+            results.append(item)
     if not ids:
         status = 400
     else:

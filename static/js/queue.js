@@ -313,7 +313,9 @@ bulk.addEventListener("submit", async (event) => {
     if (!row) continue;
     if (item.status === 200 && item.request.status === "pending") fill(row, item.request);
     else if (item.status === 200) retire(row, outcome === "reject" ? "Rejected." : "Approved.");
-    else if (item.code === "individual_approval_required" || item.code === "already_approved") {
+    else if (item.code === "already_approved" || item.code === "forbidden") {
+      // Still pending (a quorum waits for someone else): show the count, keep the row.
+      if (item.request && item.request.status === "pending") fill(row, item.request);
       row.querySelector(".result").textContent = item.message;
     }
     else if (item.status === 409) retire(row, item.message);

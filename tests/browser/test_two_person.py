@@ -74,3 +74,31 @@ def test_the_owner_and_an_operator_outside_the_groups_see_no_buttons(live, open_
     outsider.goto(f"{live.url}/requests/{request['id']}/")
     expect(outsider.locator("#not-yours")).to_be_visible()
     expect(outsider.locator("button.approve")).to_have_count(0)
+
+
+def test_a_bulk_approval_counts_once_and_leaves_the_last_approval_to_a_single_one(
+        live, open_page, operator, second_operator, agent):
+    quorum_policy()
+    mine = open_page(live.url, "olivia")
+    theirs = open_page(live.url, "oscar")
+    wait_live(mine)
+    wait_live(theirs)
+    request = submit(live.url, agent, "Drop the staging database", operation="drop-db")
+    row(mine, request["id"]).locator(".pick").check()
+    mine.get_by_role("button", name="Approve selected").click()
+    expect(mine.locator("#bulk-result")).to_have_text("1 of 1 approved.")
+    expect(row(mine, request["id"]).locator(".approvals")).to_have_text("1 of 2 approved — by olivia")
+    expect(row(theirs, request["id"]).locator(".approvals")).to_have_text("1 of 2 approved — by olivia")
+
+    row(theirs, request["id"]).locator(".pick").check()
+    theirs.get_by_role("button", name="Approve selected").click()
+    expect(theirs.locator("#bulk-result")).to_have_text("0 of 1 approved.")
+    item = row(theirs, request["id"])
+    expect(item.locator(".result")).to_contain_text("Approve this request on its own")
+    expect(item.locator(".approvals")).to_have_text("1 of 2 approved — by olivia")
+    assert read(live.url, agent, request["id"])["status"] == "pending"
+
+    item.locator("button.approve").click()
+    expect(row(theirs, request["id"])).to_have_count(0)
+    final = read(live.url, agent, request["id"])
+    assert final["status"] == "approved" and [a["by"] for a in final["approvals"]] == ["olivia", "oscar"]

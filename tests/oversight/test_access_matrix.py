@@ -52,7 +52,7 @@ class Derived:
 NOT_THEIRS_TO_DECIDE = {
     ("requests/<uuid:request_id>/decide", "POST"): 403,
     ("requests/decide", "POST"): 403,
-    ("d/<str:token>/", "GET"): 403,   # the link was made for the operator, not for them
+    ("d/<str:token>/", "GET"): 200,   # made for the operator, not for them: the sign-in prompt
     ("d/<str:token>/", "POST"): 403,
 }
 
@@ -93,9 +93,9 @@ MATRIX: dict[tuple[str, str], tuple] = {
     ("grants/", "GET"):                                             (302, 302, 403, 200, 403, 200),
     # 404: allowed in, and no such grant in force.
     ("grants/<int:grant_id>/revoke", "POST"):                       (403, 403, 403, 404, 403, 404),
-    # A one-tap link made for the operator: strangers are asked to sign in (and a POST
-    # refused), anyone else signed in is told it is not theirs.
-    ("d/<str:token>/", "GET"):                                      (200, 200, 403, 200, 403, 403),
+    # A one-tap link made for the operator: anyone else, signed in or not, gets only the
+    # sign-in prompt (200; a GET never decides) and a POST is refused.
+    ("d/<str:token>/", "GET"):                                      (200, 200, 200, 200, 200, 200),
     ("d/<str:token>/", "POST"):                                     (403, 403, 403, 200, 403, 403),
     ("monitoring/", "GET"):                                         (302, 302, 403, 200, 200, 200),
     ("monitoring/series.json", "GET"):                              (302, 302, 403, 200, 200, 200),

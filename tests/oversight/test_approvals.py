@@ -80,13 +80,20 @@ def test_a_quorum_not_reached_in_time_rejects(agent):
 
 
 @pytest.mark.django_db
-def test_a_bulk_decision_never_completes_a_quorum(agent):
-    quorum()
+def test_a_bulk_approval_counts_as_one_approval_but_never_completes_a_quorum(agent):
+    quorum(3)
     req = ask(agent)
-    with pytest.raises(actions.IndividualApprovalRequired):
+    assert [a["by"] for a in approve(req, "alice", bulk=True).approvals] == ["alice"]
+    with pytest.raises(actions.AlreadyApproved):
         approve(req, "alice", bulk=True)
+    partial = approve(req, "bob", bulk=True)
+    assert partial.status == Status.PENDING and [a["by"] for a in partial.approvals] == ["alice", "bob"]
+    with pytest.raises(actions.BulkCannotCompleteQuorum):
+        approve(req, "carol", bulk=True)  # the last one: on its own only
     req.refresh_from_db()
-    assert req.status == Status.PENDING and req.approvals == []
+    assert req.status == Status.PENDING and req.approval_count == 2
+    assert approve(req, "carol").status == Status.APPROVED
+    assert decisions(req) == 1
 
 
 @pytest.mark.django_db

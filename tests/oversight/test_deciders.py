@@ -118,7 +118,7 @@ def test_two_operators_approve_and_a_repeat_is_409_already_approved(client, dba,
     assert done["status"] == "approved" and [a["by"] for a in done["approvals"]] == ["alice", "bob"]
 
 
-def test_a_bulk_approval_never_completes_a_quorum(client, dba, agent):
+def test_a_bulk_approval_adds_one_approval_and_never_completes_a_quorum(client, dba, second_dba, agent):
     guarded_policy(required_approvals=2)
     req = ask(agent)
     other = ask(agent, operation="delegate")
@@ -126,11 +126,20 @@ def test_a_bulk_approval_never_completes_a_quorum(client, dba, agent):
     response = client.post("/requests/decide", {"outcome": "approve", "ids": [str(req.id), str(other.id)]},
                            headers=JSON)
     results = {r["id"]: r for r in response.json()["results"]}
-    assert results[str(req.id)]["status"] == 409
-    assert results[str(req.id)]["code"] == "individual_approval_required"
-    assert results[str(other.id)]["status"] == 200
+    # One operator's approval, recorded: the request waits for another operator.
+    assert results[str(req.id)]["status"] == 200 and results[str(other.id)]["status"] == 200
+    assert results[str(req.id)]["request"]["status"] == "pending"
+    assert [a["by"] for a in results[str(req.id)]["request"]["approvals"]] == ["alice"]
+    again = client.post("/requests/decide", {"outcome": "approve", "ids": [str(req.id)]}, headers=JSON).json()
+    assert again["results"][0]["status"] == 409 and again["results"][0]["code"] == "already_approved"
+    client.force_login(second_dba)
+    last = client.post("/requests/decide", {"outcome": "approve", "ids": [str(req.id)]}, headers=JSON)
+    item = last.json()["results"][0]
+    assert last.status_code == 403 and (item["status"], item["code"]) == (403, "forbidden")
+    assert item["request"]["status"] == "pending"
     req.refresh_from_db()
-    assert req.status == Status.PENDING and req.approvals == []
+    assert req.status == Status.PENDING and [a["by"] for a in req.approvals] == ["alice"]
+    assert post(client, req, headers=JSON).json()["request"]["status"] == "approved"  # on its own
 
 
 @pytest.mark.django_db(transaction=True)
@@ -151,3 +160,74 @@ async def test_a_partial_approval_is_pushed_as_request_updated(dba, agent):
     assert event["request"]["id"] == str(req.id) and event["request"]["status"] == "pending"
     assert [a["by"] for a in event["request"]["approvals"]] == ["alice"]
     await feed.disconnect()
+
+
+def _dba(name: str) -> User:
+    user = _person(name, "operators")
+    user.groups.add(Group.objects.get_or_create(name="dba")[0])
+    return user
+
+
+def _at_once(*posts):
+    """Run each `post(client)` in its own thread, each with its own signed-in client and
+    database connection, all released together."""
+    import threading
+
+    from django.db import close_old_connections
+    from django.test import Client
+
+    barrier = threading.Barrier(len(posts))
+    answers: list = [None] * len(posts)
+
+    def run(index, user, send):
+        browser = Client()
+        browser.force_login(user)
+        try:
+            barrier.wait()
+            answers[index] = send(browser)
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=run, args=(i, user, send)) for i, (user, send) in enumerate(posts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return answers
+
+
+def _bulk(ids):
+    return lambda browser: browser.post("/requests/decide", {"outcome": "approve", "ids": ids}, headers=JSON).json()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_operators_bulk_approving_at_once_make_one_approval_each_and_one_decision_follows(agent):
+    from oversight.models import AuditEvent
+
+    guarded_policy(required_approvals=2)
+    alice, bob, carol, dave = (_dba(name) for name in ("alice", "bob", "carol", "dave"))
+    reqs = [ask(agent, payload={"n": n}) for n in range(10)]
+    ids = [str(r.id) for r in reqs]
+    first, second = _at_once((alice, _bulk(ids)), (bob, _bulk(ids)))
+    by_person = {"alice": {r["id"]: r for r in first["results"]}, "bob": {r["id"]: r for r in second["results"]}}
+    for req in reqs:
+        req.refresh_from_db()
+        # Exactly one of the two approvals counts; the other would have been the last one.
+        assert req.status == Status.PENDING and req.approval_count == 1 and len(req.approvals) == 1
+        winner = req.approvals[0]["by"]
+        loser = "bob" if winner == "alice" else "alice"
+        won, lost = by_person[winner][str(req.id)], by_person[loser][str(req.id)]
+        assert won["status"] == 200 and won["request"]["status"] == "pending"
+        assert (lost["status"], lost["code"]) == (403, "forbidden")
+        assert AuditEvent.objects.filter(request=req, kind="approved").count() == 1
+    # The last approval, given on its own while a third operator bulk-approves: one decision each.
+    answers = _at_once(
+        *[(carol, lambda browser, req=req: post(browser, req, headers=JSON).json()) for req in reqs],
+        (dave, _bulk(ids)),
+    )
+    for req, answer in zip(reqs, answers, strict=False):
+        req.refresh_from_db()
+        assert answer["request"]["status"] == "approved"
+        assert (req.status, req.decided_by, req.approval_count) == (Status.APPROVED, "carol", 2)
+        assert AuditEvent.objects.filter(request=req, kind="decided").count() == 1
+    assert {r["status"] for r in answers[-1]["results"]} <= {403, 409}

@@ -175,3 +175,54 @@ def test_links_follow_who_may_decide(agent, operator, second_operator):
     second_operator.groups.add(Group.objects.get_or_create(name="sre")[0])
     second_operator = type(second_operator).objects.get(pk=second_operator.pk)  # groups are read once per object
     assert links_for(grouped, second_operator) is not None
+
+
+def test_someone_else_signed_in_gets_the_sign_in_prompt_and_nothing_about_the_request(pending, urls, second_operator):
+    browser = signed_in(second_operator)
+    for url in urls.values():
+        page = browser.get(url)
+        assert page.status_code == 200
+        assert b"Sign in to decide" in page.content and b"signed in as oscar" in page.content
+        assert b"Scrape" not in page.content and b"Approve this request" not in page.content
+        assert page["Referrer-Policy"] == "no-referrer" and "no-store" in page["Cache-Control"]
+    refused = browser.post(urls["approve"])
+    assert refused.status_code == 403 and b"Scrape" not in refused.content
+    # The prompt keeps no token in their session: their queue is still their queue.
+    assert b"Sign in to decide" not in browser.get("/", follow=True).content
+    assert status_of(pending) == Status.PENDING
+
+
+def test_a_link_to_a_request_decided_elsewhere_shows_its_state(pending, urls, operator):
+    actions.do_decide(pending.id, outcome=Status.REJECTED, source="operator", by="oscar", reason="No")
+    browser = signed_in(operator)
+    shown = browser.get(urls["approve"])
+    assert shown.status_code == 200 and b"decided already" in shown.content and b"rejected" in shown.content
+    refused = browser.post(urls["approve"])
+    assert refused.status_code == 409 and b"decided already" in refused.content
+    assert status_of(pending) == Status.REJECTED
+
+
+def test_a_person_who_may_no_longer_decide_sees_the_state_and_is_refused_on_post(pending, urls, operator):
+    operator.groups.clear()
+    browser = signed_in(operator)
+    shown = browser.get(urls["approve"])
+    assert shown.status_code == 200 and b"You may not decide" in shown.content
+    assert b"Approve this request" not in shown.content
+    assert browser.post(urls["approve"]).status_code == 403
+    assert status_of(pending) == Status.PENDING
+
+
+def test_a_repeat_approval_through_a_link_is_409_under_the_two_person_rule(agent, operator):
+    actions.do_change_policy("drop-db", {"required_approvals": 2, "timeout_action": "reject", "always": True},
+                             by="maria")
+    req = actions.do_submit(agent.agent, actions.Submission("drop-db", "Drop it", {}, {}))[0]
+    made = links_for(req, operator)
+    url = made["approve"].removeprefix("https://oversight.example")
+    actions.do_decide(req.id, outcome=Status.APPROVED, source="operator", by="olivia")  # from the queue
+    browser = signed_in(operator)
+    shown = browser.get(url)
+    assert shown.status_code == 200 and b"You approved this request already" in shown.content
+    again = browser.post(url)
+    assert again.status_code == 409 and b"1 of 2" in again.content
+    req.refresh_from_db()
+    assert req.status == Status.PENDING and [a["by"] for a in req.approvals] == ["olivia"]

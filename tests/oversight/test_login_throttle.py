@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
+import requests
 import time_machine
 from django.contrib.auth.models import User
 from django.test import Client
@@ -40,15 +42,23 @@ def test_it_lets_the_same_user_in_from_another_address(operator):
     assert attempt(HERE, "olivia", PASSWORD).status_code == 302
 
 
-def test_it_lets_another_user_in_from_the_same_address_until_twenty(operator):
+def test_five_failures_for_one_username_block_the_address_for_every_username(operator, second_operator):
     for _ in range(5):
         attempt(HERE, "mallory")
+    assert attempt(HERE, "olivia", PASSWORD).status_code == 429
+    assert attempt(HERE, "oscar", PASSWORD).status_code == 429
+    assert attempt(THERE, "olivia", PASSWORD).status_code == 302
+
+
+def test_failures_spread_over_usernames_block_only_at_twenty(operator):
+    for i in range(19):
+        assert attempt(HERE, f"guess-{i % 5}").status_code == 200  # at most 4 per username
     assert attempt(HERE, "olivia", PASSWORD).status_code == 302
 
 
 def test_it_answers_429_to_an_address_after_twenty_failures_of_any_usernames(operator):
     for i in range(20):
-        assert attempt(HERE, f"guess-{i % 4}").status_code == 200
+        assert attempt(HERE, f"guess-{i % 5}").status_code == 200  # 4 per username
     assert attempt(HERE, "olivia", PASSWORD).status_code == 429
     assert attempt(THERE, "olivia", PASSWORD).status_code == 302
 
@@ -80,3 +90,40 @@ def test_it_needs_no_redis(operator, settings):
     for _ in range(5):
         attempt(HERE, "olivia")
     assert attempt(HERE, "olivia", PASSWORD).status_code == 429
+
+
+def _sign_in_page(session, base: str, username: str, password: str):
+    """What a browser does: load the sign-in page, then post its form (with its CSRF token)."""
+    page = session.get(f"{base}/login/", timeout=10)
+    assert page.status_code == 200
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    return session.post(f"{base}/login/", data={"csrfmiddlewaretoken": token, "username": username,
+                                                "password": password}, headers={"Referer": f"{base}/login/"},
+                        allow_redirects=False, timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_through_the_sign_in_page_the_block_lasts_fifteen_minutes_from_the_fifth_failure(live_server):
+    """Failures at 0, 1, 2, 3 and 10 minutes: the address is blocked from minute 10 to 25,
+    for every username, and each refusal is a 429 with the message, the password unchecked."""
+    User.objects.create_user("olivia", password=PASSWORD)
+    User.objects.create_user("oscar", password=PASSWORD)
+    base = live_server.url
+    start = timezone.now().replace(microsecond=0)
+    browser = requests.Session()
+    for minute in (0, 1, 2, 3, 10):
+        with time_machine.travel(start + timedelta(minutes=minute), tick=False):
+            assert _sign_in_page(browser, base, "olivia", "wrong password").status_code == 200
+    # Past 15 minutes from the first failure, still within 15 of the fifth: blocked.
+    for minute, second in ((10, 1), (16, 0), (24, 59)):
+        with time_machine.travel(start + timedelta(minutes=minute, seconds=second), tick=False):
+            for username in ("olivia", "oscar"):
+                blocked = _sign_in_page(requests.Session(), base, username, PASSWORD)
+                assert blocked.status_code == 429
+                assert "Too many failed sign-ins" in blocked.text
+                assert 0 < int(blocked.headers["Retry-After"]) <= 15 * 60
+    assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.LOGIN_SUCCEEDED).exists()
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.LOGIN_FAILED).count() == 5
+    with time_machine.travel(start + timedelta(minutes=25, seconds=1), tick=False):
+        signed = _sign_in_page(requests.Session(), base, "oscar", PASSWORD)
+        assert signed.status_code == 302
