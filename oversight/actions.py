@@ -674,7 +674,9 @@ def make_standing_grant(req: OversightRequest, asked: GrantAsked, *, by: str, no
         policy_id=req.policy_id,
         request=req,
         rules={t["rule"]: t["value"] for t in req.triggers if t["fired"]},
-        payload_digest="" if asked.any_payload else canonical_digest(req.payload),
+        # What the operator approved: the edited payload of an approval with changes,
+        # never the one submitted (whose edited-out fields it would let through).
+        payload_digest="" if asked.any_payload else canonical_digest(receipts.decided_payload(req)),
         created_by=by,
         created_at=now,
         expires_at=now + timedelta(seconds=asked.seconds),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
@@ -10,7 +11,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from oversight import actions
+from oversight import actions, receipts
 from oversight.models import AuditEvent, OversightRequest, Source, StandingGrant, Status
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -226,3 +227,22 @@ def test_the_queue_reloads_grants_in_force_as_json(client, granted, manager):
     assert client.get("/grants/").json()["grants"] == []
     client.force_login(manager)
     assert client.get("/grants/").status_code == 403
+
+
+def test_a_grant_covers_the_payload_approved_not_the_one_submitted(client, operator, agent, standing_allowed):
+    """An operator edits a dangerous field out and approves for the next hour: the
+    grant is for what they approved. The payload as first submitted, dangerous field
+    and all, goes to a person again."""
+    client.force_login(operator)
+    dangerous = {"url": "a", "then": "rm -rf /"}
+    first = submit(agent, payload=dangerous)
+    response = approve(client, first, payload=json.dumps({"url": "a"}), standing_seconds="900")
+    assert response.status_code == 200, response.content
+    grant = StandingGrant.objects.get(request=first)
+    assert grant.payload_digest == receipts.payload_digest({"url": "a"})
+
+    again = submit(agent, payload=dangerous)
+    assert again.status == Status.PENDING and again.standing_grant is None
+    approved_one = submit(agent, payload={"url": "a"})
+    assert approved_one.decision_source == Source.STANDING and approved_one.standing_grant == grant
+
