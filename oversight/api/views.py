@@ -390,6 +390,8 @@ def _submit(request: HttpRequest, parsed, header_key: str | None) -> tuple[int, 
             raise validation_error({"idempotency_key": ["differs from the Idempotency-Key header"]})
         if not 1 <= len(header_key) <= 200:
             raise validation_error({"Idempotency-Key": ["must be 1–200 characters"]})
+        if "\x00" in header_key:
+            raise validation_error({"Idempotency-Key": ["must not contain a NUL character"]})
         idempotency_key = header_key
     if body.callback_url:
         from oversight.callbacks import url_allowed
