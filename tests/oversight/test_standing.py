@@ -281,3 +281,20 @@ def test_the_upgrade_recomputes_the_digests_still_looked_up(client, operator, ag
     assert OversightRequest.objects.get(id=rejected.id).payload_digest == receipts.payload_digest({"x": 1})
     again = submit(agent, payload={"x": 1})
     assert (again.status, again.decision_source) == (Status.REJECTED, Source.POLICY)
+
+
+def test_under_a_quorum_the_grant_covers_the_payload_the_quorum_approved(client, operator, second_operator, agent):
+    actions.do_change_policy(
+        "*", {"max_standing_seconds": 3600, "required_approvals": 2, "timeout_action": "reject"}, by="mia"
+    )
+    dangerous = {"url": "a", "then": "rm -rf /"}
+    first = submit(agent, payload=dangerous)
+    client.force_login(operator)
+    assert approve(client, first, payload=json.dumps({"url": "a"}), standing_seconds="900").status_code == 200
+    other = Client()
+    other.force_login(second_operator)
+    assert approve(other, first, standing_seconds="600").status_code == 200
+    grant = StandingGrant.objects.get(request=first)
+    assert grant.payload_digest == receipts.payload_digest({"url": "a"})
+    assert submit(agent, payload=dangerous).status == Status.PENDING
+    assert submit(agent, payload={"url": "a"}).decision_source == Source.STANDING
