@@ -36,7 +36,7 @@ from oversight.models import (
     Status,
     TimeoutAction,
 )
-from oversight.serializers import canonical_digest, grant_dict, iso, request_dict
+from oversight.serializers import grant_dict, iso, request_dict
 
 
 class AlreadyDecided(Exception):
@@ -198,6 +198,7 @@ def do_submit(
     pressure = host_pressure_for(agent, submission.metrics, now)
     evaluation = policies.evaluate(policy, agent_name=agent.name, metrics=submission.metrics, host_pressure=pressure)
     deadline, escalate_at = policies.timeline(policy, now, submission.timeout_seconds)
+    payload_sha256 = receipts.payload_digest(submission.payload)
 
     req = OversightRequest(
         agent=agent,
@@ -218,11 +219,12 @@ def do_submit(
         required_approvals=policy.required_approvals,
         approver_groups=list(policy.approver_groups or []),
         owner_username=agent.owner.get_username() if agent.owner_id else "",
-        payload_digest=canonical_digest(submission.payload),
+        # One digest, RFC 8785's: the receipt's `payload_sha256` and the reject cooldown's key.
+        payload_digest=payload_sha256,
+        payload_sha256=payload_sha256,
         callback_url=submission.callback_url,
         idempotency_key=submission.idempotency_key,
         body_digest=digest,
-        payload_sha256=receipts.payload_digest(submission.payload),
     )
     earlier = _recent_reject(agent, req, policy, now)
     if earlier is not None:
@@ -683,7 +685,9 @@ def make_standing_grant(req: OversightRequest, asked: GrantAsked, *, by: str, no
         policy_id=req.policy_id,
         request=req,
         rules={t["rule"]: t["value"] for t in req.triggers if t["fired"]},
-        payload_digest="" if asked.any_payload else canonical_digest(req.payload),
+        # What the operator approved: the edited payload of an approval with changes,
+        # never the one submitted (whose edited-out fields it would let through).
+        payload_digest="" if asked.any_payload else receipts.payload_digest(receipts.decided_payload(req)),
         created_by=by,
         created_at=now,
         expires_at=now + timedelta(seconds=asked.seconds),
@@ -708,7 +712,7 @@ def use_standing_grant(agent: Agent, operation: str, policy: Policy, triggers: l
     whole. Call inside the submission's transaction.
     """
     fired = {t["rule"]: t["value"] for t in triggers if t["fired"]}
-    digest = canonical_digest(payload)
+    digest = receipts.payload_digest(payload)
     live = {"revoked_at__isnull": True, "uses_left__gt": 0, "expires_at__gt": Now()}
     candidates = StandingGrant.objects.filter(agent=agent, operation=operation, policy=policy, **live)
     for grant in candidates.order_by("expires_at", "id"):

@@ -224,7 +224,8 @@ class OversightRequest(models.Model):
     # [{"by", "at"}] in order; `approval_count` is what an approval's conditional UPDATE claims.
     approvals = models.JSONField(default=list, blank=True)
     approval_count = models.PositiveSmallIntegerField(default=0)
-    # SHA-256 of the canonical JSON of the payload: the reject cooldown's key.
+    # SHA-256 of the payload's canonical JSON (RFC 8785), as `payload_sha256`: the reject
+    # cooldown's key.
     payload_digest = models.CharField(max_length=64, blank=True)
     callback_url = models.URLField(max_length=2000, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
@@ -470,7 +471,8 @@ class StandingGrant(models.Model):
     # Each rule the granting request fired, with its value (None for `always`): a later
     # request may fire only these, each at most this high.
     rules = models.JSONField(default=dict)
-    # SHA-256 of the payload's canonical JSON; empty when any payload will do.
+    # SHA-256 of the canonical JSON (RFC 8785) of the payload the operator approved (the
+    # decision's payload after an approval with changes); empty when any payload will do.
     payload_digest = models.CharField(max_length=64, blank=True)
     created_by = models.CharField(max_length=150)
     created_at = models.DateTimeField(default=timezone.now)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import UTC, datetime
 
 from oversight.models import OversightRequest, StandingGrant, Status
@@ -67,13 +65,6 @@ def request_dict(req: OversightRequest) -> dict:
         "decision": decision_dict(req),
         "poll_after_ms": POLL_AFTER_MS if req.status == Status.PENDING else None,
     }
-
-
-def canonical_digest(payload: dict) -> str:
-    """SHA-256 hex of a payload's canonical JSON (sorted keys, no spaces, UTF-8): the
-    same payload whatever order its keys came in; 1 and 1.0, or 1 and true, differ."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def grant_dict(grant: StandingGrant) -> dict:

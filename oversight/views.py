@@ -17,7 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from monitoring.hooks import firing_alerts
-from oversight import actions, deciders
+from oversight import actions, deciders, jsontext
 from oversight.api.errors import error_response
 from oversight.models import FINAL_STATUSES, REJECT_PRESETS, OversightRequest, Policy, Source, StandingGrant, Status
 from oversight.roles import MANAGERS, OPERATORS, has_role, is_manager, is_operator, role_required
@@ -279,16 +279,27 @@ def _decode_history_cursor(raw: str):
 
 
 class DecideError(Exception):
-    def __init__(self, status: int, message: str, req: OversightRequest | None = None, code: str = ""):
+    def __init__(
+        self, status: int, message: str, req: OversightRequest | None = None, code: str = "",
+        details: dict[str, list[str]] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.req = req
         self.code = code or _code(status)
+        self.details = details or {}
+
+    def body(self) -> dict:
+        """The JSON error, in the API's one shape."""
+        error = {"code": self.code, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
 
 
 NOTE_MAX_CHARS = 2000
-PAYLOAD_MAX_BYTES = 64 * 1024
+PAYLOAD_MAX_BYTES = jsontext.MAX_PAYLOAD_BYTES
 
 
 def decide_one(
@@ -377,21 +388,30 @@ def _grant_asked(request_id, outcome: str, fields: dict) -> actions.GrantAsked |
 
 
 def _edited_payload(request_id, text: str) -> dict | None:
-    """The edited payload, or None when it is the payload as submitted."""
-    if len(text.encode()) > PAYLOAD_MAX_BYTES:
-        raise DecideError(400, "The payload is over 64 KiB.")
+    """The edited payload, or None when it is the payload as submitted.
+
+    Parsed exactly as a submission's payload is (oversight.jsontext): no duplicate
+    member, NaN, Infinity or non-finite number, unpaired surrogate, NUL, or integer
+    beyond ±2^53, at most 64 KiB serialized; each refused naming the field."""
+    if len(text.encode("utf-8", "surrogatepass")) > jsontext.MAX_TEXT_BYTES:
+        raise _payload_error({"payload": [f"is over {PAYLOAD_MAX_BYTES // 1024} KiB serialized"]})
     try:
-        edited = json.loads(text, parse_constant=_no_constant)
-    except ValueError:
-        raise DecideError(400, "The payload is not valid JSON.") from None
+        edited = jsontext.loads(text, strict=True, field="payload")
+    except jsontext.Malformed as exc:
+        raise _payload_error({"payload": [f"is not valid JSON: {exc}"]}) from None
+    except jsontext.Invalid as invalid:
+        raise _payload_error(invalid.details) from None
     if not isinstance(edited, dict):
-        raise DecideError(400, "The payload must be a JSON object.")
+        raise _payload_error({"payload": ["must be a JSON object"]})
+    if problems := jsontext.payload_problems(edited, "payload"):
+        raise _payload_error(problems)
     submitted = OversightRequest.objects.filter(id=request_id).values_list("payload", flat=True).first()
     return None if edited == submitted else edited
 
 
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
+def _payload_error(details: dict[str, list[str]]) -> DecideError:
+    why = "; ".join(f"{field} {', '.join(reasons)}" for field, reasons in details.items())
+    return DecideError(400, f"The edited payload cannot be used: {why}.", details=details)
 
 
 def _standing_choices(most: int) -> list[tuple[int, str]]:
@@ -441,7 +461,7 @@ def decide(request: HttpRequest, request_id):
         )
     except DecideError as error:
         if _wants_json(request):
-            body = {"error": {"code": error.code, "message": error.message}}
+            body = error.body()
             if error.req is not None:
                 body["request"] = request_dict(error.req)
             return JsonResponse(body, status=error.status)

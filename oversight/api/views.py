@@ -12,7 +12,6 @@ import asyncio
 import functools
 import json
 import logging
-import math
 import re
 import time
 import uuid
@@ -30,7 +29,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from pydantic import ValidationError
 
-from oversight import actions, receipts
+from oversight import actions, jsontext, receipts
 from oversight.api import schemas
 from oversight.api.errors import (
     ApiError,
@@ -189,70 +188,15 @@ def _read_json(request: HttpRequest, *, strict: bool = False):
     if len(body) > schemas.MAX_BODY_BYTES:
         return _too_large()
     try:
-        hook = receipts.no_duplicate_keys if strict else None
-        parsed = json.loads(
-            body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=hook
-        )
-    except receipts.DuplicateKey as exc:
-        return validation_error({"body": [f"{exc}: every member name must be unique"]})
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return jsontext.loads(body.decode("utf-8"), strict=strict)
+    except jsontext.Invalid as invalid:
+        return validation_error(invalid.details)
+    except (UnicodeDecodeError, jsontext.Malformed) as exc:
         return ApiError(400, "malformed_json", f"The body is not valid JSON: {_short(exc)}")
-    if _ESCAPED_SURROGATE.search(body) and _has_lone_surrogate(parsed):
-        return validation_error({"body": ["contains an unpaired UTF-16 surrogate (\\ud800–\\udfff)"]})
-    if _ESCAPED_NUL.search(body) and _has_nul_safely(parsed):
-        return validation_error({"body": ["contains a NUL character (\\u0000), which no text field can hold"]})
-    return parsed
 
 
 def _too_large() -> ApiError:
     return ApiError(413, "payload_too_large", f"The body is over {schemas.MAX_BODY_BYTES // 1024} KiB.")
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    # `1e999` is valid JSON syntax but no finite number: refuse it like NaN.
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:40]} is not a finite number")
-    return value
-
-
-# A surrogate can only reach a parsed string through a \uD800–\uDFFF escape, so the
-# full walk runs only for bodies that contain one (a pair is fine; a lone one is not
-# text and no database stores it).
-_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
-
-
-# PostgreSQL stores no NUL in text or jsonb; a JSON string can only carry one escaped.
-_ESCAPED_NUL = re.compile(rb"\\u0000")
-
-
-def _has_nul_safely(value) -> bool:
-    try:
-        return _has_nul(value)
-    except RecursionError:
-        return True  # nested past any sensible depth: refused either way
-
-
-def _has_nul(value) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
-def _has_lone_surrogate(value) -> bool:
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _short(exc: Exception) -> str:
@@ -436,16 +380,18 @@ async def submit(request: HttpRequest):
 def _submit(request: HttpRequest, parsed, header_key: str | None) -> tuple[int, dict]:
     key = authenticate(request)
     body = _validated(parsed, schemas.SubmitRequest)
-    if body.payload is not None and _json_size(body.payload) > schemas.MAX_PAYLOAD_BYTES:
+    if body.payload is not None and jsontext.serialized_size(body.payload) > schemas.MAX_PAYLOAD_BYTES:
         raise ApiError(413, "payload_too_large", f"payload is over {schemas.MAX_PAYLOAD_BYTES // 1024} KiB serialized.")
-    if unsafe := receipts.unsafe_integers(body.payload):
-        raise validation_error({path: ["integers must be within ±2^53 (send larger ones as strings)"] for path in unsafe})
+    if problems := jsontext.payload_problems(body.payload):
+        raise validation_error(problems)
     idempotency_key = body.idempotency_key
     if header_key is not None:
         if idempotency_key is not None and idempotency_key != header_key:
             raise validation_error({"idempotency_key": ["differs from the Idempotency-Key header"]})
         if not 1 <= len(header_key) <= 200:
             raise validation_error({"Idempotency-Key": ["must be 1–200 characters"]})
+        if "\x00" in header_key:
+            raise validation_error({"Idempotency-Key": ["must not contain a NUL character"]})
         idempotency_key = header_key
     if body.callback_url:
         from oversight.callbacks import url_allowed
@@ -480,10 +426,6 @@ def _submit(request: HttpRequest, parsed, header_key: str | None) -> tuple[int, 
     if not created:
         req = actions.apply_timeout_if_due(req)
     return (201 if created else 200), request_dict(req)
-
-
-def _json_size(value) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 async def list_requests(request: HttpRequest):

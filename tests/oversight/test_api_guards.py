@@ -163,3 +163,13 @@ def test_openapi_describes_the_oversight_fields_and_codes(client):
     assert "too_many_pending" in codes and "already_approved" in codes
     responses = doc["paths"]["/api/v1/requests"]["post"]["responses"]
     assert "too_many_pending" in responses["429"]["description"] and "403" in responses
+
+
+def test_the_reject_cooldown_matches_on_canonical_json(client, agent):
+    """`{"n": 2}` and `{"n": 2.0}` are the same payload in canonical JSON (RFC 8785, as
+    `payload_sha256`): resubmitting the other spelling does not dodge a person's no."""
+    first = submit(client, agent, metrics=CRITICAL, payload={"n": 2, "k": ["a", -0.0]}).json()
+    actions.do_decide(first["id"], outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia", reason="No")
+    again = submit(client, agent, metrics=CRITICAL, payload={"k": ["a", 0], "n": 2.0}).json()
+    assert again["payload_sha256"] == first["payload_sha256"]
+    assert (again["status"], again["decision"]["source"], again["decision"]["reason"]) == ("rejected", "policy", "No")

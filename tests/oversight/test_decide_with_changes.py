@@ -117,3 +117,47 @@ def test_changes_are_listed_by_json_pointer():
     ]
     assert json_changes({"n": 1}, {"n": 1.0}) == [{"op": "replace", "path": "/n", "from": 1, "to": 1.0}]
     assert json_changes({"k": {"~": 1}}, {"k": {}}) == [{"op": "remove", "path": "/k/~0", "from": 1}]
+
+
+EDITED_REFUSED = [
+    ('{"url": "a", "n": 9007199254740993}', "payload.n", "±2^53"),
+    ('{"url": "a", "n": -9007199254740993}', "payload.n", "±2^53"),
+    ('{"url": "a", "s": "\\udfff"}', "payload", "surrogate"),
+    ('{"url": "a", "s": "\\u0000"}', "payload", "NUL"),
+    ('{"url": "a", "\\u0000": 1}', "payload", "NUL"),
+    ('{"url": "a", "n": 1e999}', "payload", "not valid JSON"),
+    ('{"url": "a", "n": -1e999}', "payload", "not valid JSON"),
+    ('{"url": "a", "n": NaN}', "payload", "not valid JSON"),
+    ('{"url": "a", "n": Infinity}', "payload", "not valid JSON"),
+    ('{"url": "a", "url": "b"}', "payload", "duplicate key"),
+    ('{"url": "a", "h": {"k": 1, "k": 2}}', "payload", "duplicate key"),
+]
+
+
+@pytest.mark.parametrize(("text", "field", "why"), EDITED_REFUSED)
+def test_an_edited_payload_is_held_to_what_a_submission_is(client, operator, agent, pending, text, field, why):
+    """The edited payload is parsed as a submission's payload is: each of these is a
+    400 `validation_error` naming the field, and the request stays pending."""
+    client.force_login(operator)
+    response = decide(client, pending, outcome="approve", payload=text)
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert field in error["details"] and why in " ".join(error["details"][field]), error
+    assert "payload" in error["message"]
+    pending.refresh_from_db()
+    assert pending.status == Status.PENDING and pending.decision_payload is None
+    # The same payload submitted by an agent is refused too, naming the same field.
+    body = '{"operation": "delegate", "summary": "s", "payload": ' + text + "}"
+    submitted = Client().post("/api/v1/requests", body, content_type="application/json", headers=agent.headers)
+    assert submitted.status_code == 400
+
+
+@pytest.mark.parametrize(("text", "field", "why"), EDITED_REFUSED)
+def test_the_page_shows_a_bad_edited_payload_as_a_form_error(client, operator, pending, text, field, why):
+    client.force_login(operator)
+    response = client.post(f"/requests/{pending.id}/decide", {"outcome": "approve", "payload": text})
+    assert response.status_code == 400
+    assert b"payload" in response.content and b"Something went wrong" not in response.content
+    pending.refresh_from_db()
+    assert pending.status == Status.PENDING

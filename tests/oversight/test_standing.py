@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import threading
 from datetime import timedelta
 
@@ -10,7 +12,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from oversight import actions
+from oversight import actions, receipts
 from oversight.models import AuditEvent, OversightRequest, Source, StandingGrant, Status
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -226,3 +228,73 @@ def test_the_queue_reloads_grants_in_force_as_json(client, granted, manager):
     assert client.get("/grants/").json()["grants"] == []
     client.force_login(manager)
     assert client.get("/grants/").status_code == 403
+
+
+def test_a_grant_covers_the_payload_approved_not_the_one_submitted(client, operator, agent, standing_allowed):
+    """An operator edits a dangerous field out and approves for the next hour: the
+    grant is for what they approved. The payload as first submitted, dangerous field
+    and all, goes to a person again."""
+    client.force_login(operator)
+    dangerous = {"url": "a", "then": "rm -rf /"}
+    first = submit(agent, payload=dangerous)
+    response = approve(client, first, payload=json.dumps({"url": "a"}), standing_seconds="900")
+    assert response.status_code == 200, response.content
+    grant = StandingGrant.objects.get(request=first)
+    assert grant.payload_digest == receipts.payload_digest({"url": "a"})
+
+    again = submit(agent, payload=dangerous)
+    assert again.status == Status.PENDING and again.standing_grant is None
+    approved_one = submit(agent, payload={"url": "a"})
+    assert approved_one.decision_source == Source.STANDING and approved_one.standing_grant == grant
+
+
+def test_a_grant_matches_on_the_payload_sha256_of_rfc_8785(client, operator, agent, standing_allowed):
+    """`{"n": 2}` and `{"n": 2.0}` are one payload in canonical JSON (RFC 8785), and the
+    grant's digest is the request's `payload_sha256`."""
+    client.force_login(operator)
+    first = submit(agent, payload={"n": 2, "b": "x", "a": [1.5, -0.0]})
+    assert approve(client, first, standing_seconds="900").status_code == 200
+    grant = StandingGrant.objects.get(request=first)
+    assert grant.payload_digest == first.payload_sha256
+    later = submit(agent, payload={"a": [1.5, 0], "b": "x", "n": 2.0})
+    assert later.payload_sha256 == first.payload_sha256
+    assert later.decision_source == Source.STANDING
+
+
+def test_the_upgrade_recomputes_the_digests_still_looked_up(client, operator, agent, standing_allowed):
+    """Rejects and grants stored with the old sorted-keys digest keep holding after the
+    upgrade (migration 0018); a grant is moved to the payload its operator approved."""
+    from django.apps import apps
+
+    upgrade = importlib.import_module("oversight.migrations.0018_payload_digests_rfc8785")
+    client.force_login(operator)
+    first = submit(agent, payload={"url": "a", "then": "rm -rf /", "n": 2.0})
+    assert approve(client, first, payload=json.dumps({"url": "a", "n": 2.0}), standing_seconds="900").status_code == 200
+    rejected = submit(agent, payload={"x": 1.0})
+    actions.do_decide(rejected.id, outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia", reason="No")
+    old = "0" * 64
+    StandingGrant.objects.update(payload_digest=old)
+    OversightRequest.objects.filter(id=rejected.id).update(payload_digest=old)
+
+    upgrade.recompute(apps, None)
+    assert StandingGrant.objects.get().payload_digest == receipts.payload_digest({"url": "a", "n": 2})
+    assert OversightRequest.objects.get(id=rejected.id).payload_digest == receipts.payload_digest({"x": 1})
+    again = submit(agent, payload={"x": 1})
+    assert (again.status, again.decision_source) == (Status.REJECTED, Source.POLICY)
+
+
+def test_under_a_quorum_the_grant_covers_the_payload_the_quorum_approved(client, operator, second_operator, agent):
+    actions.do_change_policy(
+        "*", {"max_standing_seconds": 3600, "required_approvals": 2, "timeout_action": "reject"}, by="mia"
+    )
+    dangerous = {"url": "a", "then": "rm -rf /"}
+    first = submit(agent, payload=dangerous)
+    client.force_login(operator)
+    assert approve(client, first, payload=json.dumps({"url": "a"}), standing_seconds="900").status_code == 200
+    other = Client()
+    other.force_login(second_operator)
+    assert approve(other, first, standing_seconds="600").status_code == 200
+    grant = StandingGrant.objects.get(request=first)
+    assert grant.payload_digest == receipts.payload_digest({"url": "a"})
+    assert submit(agent, payload=dangerous).status == Status.PENDING
+    assert submit(agent, payload={"url": "a"}).decision_source == Source.STANDING
