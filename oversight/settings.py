@@ -72,6 +72,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # A page that finds the database unreachable answers 503 + Retry-After, not 500.
+    "oversight.unavailable.DatabaseUnavailableMiddleware",
 ]
 
 # The agent API, /healthz and /metrics are served by a second Django handler with
