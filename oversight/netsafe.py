@@ -17,10 +17,12 @@ that trickles its answer is cut off at the limit. At most 64 KiB of the answer i
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -237,3 +239,109 @@ def _reason(exc: BaseException, deadline: float) -> str:
     if isinstance(exc, http.client.HTTPException):
         return "invalid HTTP answer"
     return "connection failed"
+
+
+# --- Connections opened by libraries (Apprise) --------------------------------------------
+#
+# Apprise opens its own connections (HTTP with redirects followed, SMTP, each service's own
+# host), so its sends cannot use `post`'s pinned socket. Instead every socket.connect made
+# by the thread that runs a send is checked, through an audit hook, against the same rules:
+# the address actually connected to, whatever the URL said and wherever a redirect led.
+
+
+class _Rules(threading.local):
+    active = False
+    exempt_host: str | None = None
+    refused: str | None = None
+
+
+_rules = _Rules()
+_hook_lock = threading.Lock()
+_hook_installed = False
+
+
+class ConnectionRefusedByRules(ConnectionRefusedError):
+    """Raised inside socket.connect: an OSError, so libraries fail the send as they would
+    for a host that refuses; `guarded_connections` then reports the reason."""
+
+
+def _is_address_of(host: str, ip) -> bool:
+    host = host.strip("[]")
+    if (literal := _literal_ip(host)) is not None:
+        return literal == ip
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return any(ipaddress.ip_address(info[4][0].split("%")[0]) == ip for info in infos)
+
+
+def _connect_refusal(family: int, address) -> str | None:
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return "only internet addresses are allowed"
+    host, port = address[0], address[1]
+    ip = _literal_ip(str(host).split("%")[0])
+    if ip is None:
+        # A name handed straight to connect (libraries resolve first): check all it resolves to.
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return None  # connect fails on its own
+        for _, _, _, _, sockaddr in infos:
+            if reason := _connect_refusal(family, sockaddr):
+                return reason
+        return None
+    if (reason := address_refusal(ip)) is None:
+        return None
+    if reason.startswith("link-local"):
+        return reason  # never exempt
+    # As for webhooks: an allow-listed host is exempt from the production rules, here
+    # for the addresses that host has (not for wherever a redirect leads).
+    exempt = _rules.exempt_host
+    return None if exempt and _is_address_of(exempt, ip) else reason
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event != "socket.connect" or not _rules.active:
+        return
+    sock, address = args
+    reason = _connect_refusal(sock.family, address)
+    if reason:
+        _rules.refused = reason
+        raise ConnectionRefusedByRules(reason)
+
+
+def _install_hook() -> None:
+    global _hook_installed
+    with _hook_lock:
+        if not _hook_installed:
+            # Process-wide and permanent (audit hooks cannot be removed); it acts only in a
+            # thread inside `guarded_connections`, and costs one comparison elsewhere.
+            sys.addaudithook(_audit)
+            _hook_installed = True
+
+
+@contextlib.contextmanager
+def guarded_connections(host: str | None = None):
+    """Within the block, this thread's connections obey the address rules; `host` is the
+    target's host, exempt from the production rules when allow-listed, as a webhook's
+    is. A refused connection fails inside the library; on leaving the block the first
+    refusal is raised as Refused (with its reason), whatever the library made of it."""
+    _install_hook()
+    if _rules.active:  # nested: the outer block reports
+        yield
+        return
+    _rules.active, _rules.refused = True, None
+    _rules.exempt_host = host if host and host_exempt(host) else None
+    refused = None
+    try:
+        try:
+            yield
+        finally:
+            refused, _rules.active, _rules.refused, _rules.exempt_host = _rules.refused, False, None, None
+    except Exception:
+        if refused:
+            raise Refused(refused) from None
+        raise
+    if refused:
+        raise Refused(refused)

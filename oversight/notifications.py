@@ -383,16 +383,19 @@ def _apprise(url: str, scheme: str, subject: str, body: str) -> None:
         import apprise
     except ImportError:
         raise netsafe.Refused("Apprise is not installed") from None
+    # One service, sent from this thread (no thread pool), so that every connection Apprise
+    # makes for it — its service's host, a redirect, an SMTP server — is checked against
+    # the address rules where it is made. (The URL's host may be no host at all:
+    # slack://A/B/C names tokens, and Apprise connects to Slack's.)
+    notifier = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
+    if not notifier.add(url):
+        raise netsafe.Refused("invalid notification URL")
     try:
         host = urlsplit(url).hostname
     except ValueError:
         host = None
-    if host and scheme not in ("mailto", "mailtos"):
-        # Check what the host resolves to now (Apprise connects on its own).
-        netsafe.resolve(netsafe.ascii_host(host), 443)
-    notifier = apprise.Apprise()
-    if not notifier.add(url):
-        raise netsafe.Refused("invalid notification URL")
-    if not notifier.notify(title=subject, body=body, body_format=apprise.NotifyFormat.TEXT):
+    with netsafe.guarded_connections(host):
+        sent = notifier.notify(title=subject, body=body, body_format=apprise.NotifyFormat.TEXT)
+    if not sent:
         raise netsafe.AttemptFailed("the notification service did not accept it")
     return None

@@ -73,6 +73,8 @@ MIDDLEWARE = [
     "oversight.textinput.RefuseNulMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # A page that finds the database unreachable answers 503 + Retry-After, not 500.
+    "oversight.unavailable.DatabaseUnavailableMiddleware",
 ]
 
 # The agent API, /healthz and /metrics are served by a second Django handler with
@@ -170,6 +172,12 @@ LOCAL_LOGINS_HINT = _local_logins_hint()
 # --- Redis: broker, channel layer, cache ---------------------------------------
 
 REDIS_URL = env_url("REDIS_URL", None, schemes=("redis", "rediss", "unix"))
+# How long any Redis client (cache, channel layer, broker) waits to connect and for an
+# answer. A Redis that hangs (stopped, not dead: the kernel still accepts connections)
+# then costs a request this long per call, not an open-ended wait; the request path
+# carries on from the database as with Redis down.
+REDIS_TIMEOUT = env_float("REDIS_TIMEOUT", 0.5, minimum=0.05, maximum=30)
+_REDIS_TIMEOUTS = {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT}
 
 if REDIS_URL:
     # The pub/sub layer: a group_send is one PUBLISH, and each process fans it out to
@@ -179,7 +187,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL}],
+                "hosts": [{"address": REDIS_URL, **_REDIS_TIMEOUTS}],
                 "prefix": env_str("CHANNEL_PREFIX", "oversight"),
             },
         }
@@ -191,6 +199,7 @@ if REDIS_URL:
             "BACKEND": "oversight.cache.PrefixedRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "oversight",
+            "OPTIONS": dict(_REDIS_TIMEOUTS),
         }
     }
 else:
@@ -207,6 +216,10 @@ CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = REDIS_URL or None
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Publishing gives up after REDIS_TIMEOUT (the delivery's row waits in the outbox for
+# the sweep); consuming is not affected: the worker reads only when Redis has data.
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_TIMEOUT
+CELERY_BROKER_TRANSPORT_OPTIONS = dict(_REDIS_TIMEOUTS)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -541,9 +543,21 @@ def bad_request(request: HttpRequest, exception=None) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    """The last resort. A database that cannot be reached is a 503 with Retry-After
+    (only this thread can tell: under ASGI Django may call this from another thread
+    than the one that failed, and pages' views are covered by
+    oversight.unavailable.DatabaseUnavailableMiddleware). The page is rendered without
+    the request, so it never needs the database itself."""
+    from oversight.api.errors import internal_error, unavailable
+    from oversight.unavailable import UNREACHABLE, unavailable_page
+
+    database_down = isinstance(sys.exc_info()[1], UNREACHABLE)
     if request.path.startswith("/api/"):
-        return error_response(503, "unavailable", "The request could not be completed; retry shortly.")
-    return render(request, "error.html", {"title": "Something went wrong", "message": "Please retry."}, status=500)
+        return unavailable() if database_down else internal_error()
+    if database_down:
+        return unavailable_page()
+    page = render_to_string("error.html", {"title": "Something went wrong", "message": "Please retry."})
+    return HttpResponse(page, status=500)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -68,7 +68,11 @@ _WAIT = {
     "description": "Hold the answer until the request is decided or this many seconds pass (0–55).",
     "schema": {"type": "integer", "minimum": 0, "maximum": schemas.MAX_WAIT_SECONDS},
 }
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+# Any string: an id that is no request of this agent's (a UUID or not) is a 404 (§4).
+_ID = {
+    "name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+    "description": "The request's id (a UUID); any other value names no request: 404.",
+}
 _COMMON = ("401", "429", "503")
 
 

@@ -6,7 +6,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator, model_validator
 
 OPERATION_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 MAX_BODY_BYTES = 256 * 1024
@@ -32,12 +32,28 @@ def _number(value: Any, name: str) -> float | int:
     return value
 
 
+MAX_EXTRA_METRICS = 50
+MAX_METRIC_NAME = 64
+# A JSON number (an integer or not; never a boolean), as the schema says it.
+_NUMBER = {"type": "number"}
+
+
+def _metrics_schema(schema: dict) -> None:
+    # Other keys: numbers (or null, which counts as absent), names of at most 64
+    # characters; at most 50 of them besides the four named ones.
+    schema["additionalProperties"] = {"anyOf": [_NUMBER, {"type": "null"}]}
+    schema["propertyNames"] = {"maxLength": MAX_METRIC_NAME}
+    schema["maxProperties"] = MAX_EXTRA_METRICS + len(schema["properties"])
+
+
 class Metrics(BaseModel):
     """What the agent measured. Other numeric keys are kept and shown."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra=_metrics_schema)
 
-    memory_pressure: float | int | None = Field(None, ge=0, le=100, description="Percent, 0–100.")
+    memory_pressure: Annotated[
+        float | int, Field(ge=0, le=100), WithJsonSchema(_NUMBER | {"minimum": 0, "maximum": 100})
+    ] | None = Field(None, description="Percent, 0–100.")
     delegation_depth: int | None = Field(None, ge=0, le=1_000_000)
     circular_refs: int | None = Field(None, ge=0, le=1_000_000_000)
     host: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = Field(
@@ -63,11 +79,11 @@ class Metrics(BaseModel):
     @model_validator(mode="after")
     def _extras(self):
         extras = self.model_extra or {}
-        if len(extras) > 50:
-            raise ValueError("at most 50 extra metrics")
+        if len(extras) > MAX_EXTRA_METRICS:
+            raise ValueError(f"at most {MAX_EXTRA_METRICS} extra metrics")
         for key, value in extras.items():
-            if len(key) > 64:
-                raise ValueError("metric names are at most 64 characters")
+            if len(key) > MAX_METRIC_NAME:
+                raise ValueError(f"metric names are at most {MAX_METRIC_NAME} characters")
             if value is not None:
                 _number(value, key)
         return self

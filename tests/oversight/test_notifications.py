@@ -234,3 +234,87 @@ def test_a_notified_operator_gets_decision_links_of_their_own(agent, operator, m
     assert browser.post(approve).status_code == 200
     req.refresh_from_db()
     assert (req.status, req.decided_by) == ("approved", "olivia")
+
+
+# Apprise opens its own connections: the address rules are checked on each address it
+# actually connects to (redirects, service hosts, SMTP servers), not on the URL's host.
+
+METADATA = "169.254.169.254"
+
+
+def _failure(req) -> dict:
+    return AuditEvent.objects.get(request=req, kind="notification_failed").data
+
+
+def test_an_apprise_target_redirected_to_a_metadata_address_is_refused(agent, settings):
+    settings.OVERSIGHT_NOTIFY_SCHEMES = ["json"]
+    with Receiver([307], location=f"http://{METADATA}/latest/meta-data/") as receiver:
+        url = receiver.url.replace("http://", "json://")
+        actions.do_change_policy("delegate", {"notify": notifications.parse_notify([url])}, by="maria")
+        req = _critical(agent)
+        _deliver_all(req)
+    assert len(receiver.received) == 1  # the first leg went out; the redirect did not
+    failure = _failure(req)
+    assert failure["error"] == "link-local or metadata address refused" and failure["final"] is True
+
+
+def test_a_chat_service_is_checked_on_the_address_its_host_resolves_to(agent, settings, monkeypatch):
+    """slack://A/B/C names no host (Slack's is Apprise's own): what is checked is where
+    Apprise connects. Name resolution is outside the system, so it is scripted here."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):
+        if host == "hooks.slack.com":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (METADATA, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    actions.do_change_policy("delegate", {"notify": notifications.parse_notify(
+        ["slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"])}, by="maria")
+    req = _critical(agent)
+    _deliver_all(req)
+    failure = _failure(req)
+    assert failure["error"] == "link-local or metadata address refused" and failure["final"] is True
+
+
+def test_an_e_mail_service_is_checked_on_its_smtp_server(agent, settings):
+    settings.OVERSIGHT_NOTIFY_SCHEMES = ["mailto"]
+    actions.do_change_policy("delegate", {"notify": notifications.parse_notify(
+        [f"mailto://user:secret@example.org?smtp={METADATA}&from=oversight@example.org&to=ops@example.org"])},
+        by="maria")
+    req = _critical(agent)
+    _deliver_all(req)
+    failure = _failure(req)
+    assert failure["error"] == "link-local or metadata address refused" and failure["final"] is True
+
+
+def test_in_production_only_allow_listed_hosts_may_be_private_and_never_link_local(agent, settings):
+    import socket
+
+    settings.PRODUCTION = True
+    settings.OVERSIGHT_NOTIFY_SCHEMES = ["json"]
+    settings.OVERSIGHT_CALLBACK_ALLOWED_HOSTS = ["127.0.0.1", METADATA]
+    with Receiver([200]) as receiver:
+        # Allow-listed loopback: delivered.
+        url = receiver.url.replace("http://", "json://")
+        actions.do_change_policy("delegate", {"notify": notifications.parse_notify([url])}, by="maria")
+        delivered = _critical(agent)
+        _deliver_all(delivered)
+        assert AuditEvent.objects.filter(request=delivered, kind="notification_delivered").exists()
+        # The same receiver by another name is not allow-listed: refused as loopback.
+        other = url.replace("127.0.0.1", "localhost")
+        actions.do_change_policy("delegate", {"notify": notifications.parse_notify([other])}, by="maria")
+        refused = _critical(agent, summary="by another name")
+        _deliver_all(refused)
+        assert _failure(refused)["error"] == "loopback address refused"
+        # A link-local address stays refused although allow-listed.
+        actions.do_change_policy("delegate", {"notify": notifications.parse_notify([f"json://{METADATA}/x"])},
+                                 by="maria")
+        metadata = _critical(agent, summary="metadata")
+        _deliver_all(metadata)
+        assert _failure(metadata)["error"] == "link-local or metadata address refused"
+        # The check is scoped to the sends: this thread's own connections are its own.
+        socket.create_connection(("127.0.0.1", receiver.server.server_address[1]), timeout=5).close()
+    assert len(receiver.received) == 1

@@ -142,3 +142,31 @@ def test_bad_arguments_and_a_bad_key_are_tool_errors(live, agent):
 
     result = session_run(live, "ovs_not_a_key", wrong_key)
     assert result.is_error and "do not go ahead" in result.content[0].text
+
+
+def test_a_host_metric_is_passed_to_the_api(live, agent):
+    async def steps(session):
+        return await session.call_tool("request_approval", {
+            "operation": "file_write", "summary": "Write notes.txt",
+            "metrics": CALM | {"host": "build-7", "queue_length": 3}})
+
+    resource = text_of(session_run(live, agent.key, steps))
+    assert resource["metrics"] == CALM | {"host": "build-7", "queue_length": 3}
+    assert OversightRequest.objects.get(id=resource["id"]).metrics["host"] == "build-7"
+
+
+def test_metrics_are_checked_by_the_api_not_converted(live, agent):
+    """A boolean is not a number to the API; the tool must not turn it into 1."""
+
+    async def steps(session):
+        listed = {t.name: t for t in (await session.list_tools()).tools}
+        flag = await session.call_tool("request_approval", {
+            "operation": "file_write", "summary": "Write notes.txt", "metrics": {"delegation_depth": True}})
+        return listed["request_approval"], flag
+
+    tool, flag = session_run(live, agent.key, steps)
+    schema = tool.input_schema if hasattr(tool, "input_schema") else tool.inputSchema
+    metrics = json.dumps(schema["properties"]["metrics"])
+    assert '"host"' in metrics and '"string"' in metrics
+    assert flag.is_error and "delegation_depth" in flag.content[0].text
+    assert not OversightRequest.objects.filter(agent=agent.agent).exists()

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from ._protocol import MAX_WAIT
 from .client import AsyncClient
@@ -46,6 +46,25 @@ GET_DECISION = (
     "(see decision.reason), cancelled, or still pending (call get_decision again with "
     "the id)."
 )
+
+
+# The metrics the API takes (§4): the three the policies check, the agent's host, and
+# other numeric keys it keeps and shows. The tool passes them on unchanged and lets the
+# API judge them (a boolean is not a number there, so it must not become 1 here).
+METRICS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "memory_pressure": {"type": ["number", "null"], "minimum": 0, "maximum": 100,
+                            "description": "Percent of memory in use, 0-100."},
+        "delegation_depth": {"type": ["integer", "null"], "minimum": 0,
+                             "description": "How many agents deep this delegation is."},
+        "circular_refs": {"type": ["integer", "null"], "minimum": 0,
+                          "description": "Circular references seen in the delegation chain."},
+        "host": {"type": ["string", "null"], "minLength": 1, "maxLength": 255,
+                 "description": "The machine you run on."},
+    },
+    "additionalProperties": {"type": ["number", "null"]},
+}
 
 
 def as_text(resource: dict[str, Any]) -> str:
@@ -80,9 +99,10 @@ def build_server(client: AsyncClient | None = None, hold: int = MAX_WAIT) -> MCP
         summary: Annotated[str, Field(
             min_length=1, max_length=500,
             description="One or two sentences a person reads to decide: what, where, why.")],
-        metrics: Annotated[dict[str, int | float] | None, Field(
+        metrics: Annotated[dict[str, Any] | None, WithJsonSchema(METRICS_SCHEMA), Field(
             description="Optional figures the policy checks, e.g. {\"memory_pressure\": 85, "
-                        "\"delegation_depth\": 2, \"circular_refs\": 0}.")] = None,
+                        "\"delegation_depth\": 2, \"circular_refs\": 0, \"host\": \"build-7\"}; "
+                        "other numeric keys are kept and shown.")] = None,
         payload: Annotated[dict[str, Any] | None, Field(
             description="Optional details of the operation (paths, commands, amounts) as a "
                         "JSON object, shown to the person deciding.")] = None,
