@@ -138,6 +138,24 @@ def short_timeouts(db) -> None:
     allow_short_timeouts()
 
 
+def past_deadline(req, seconds: float = 1.0, *, escalation: bool = False):
+    """Move `req`'s deadline `seconds` into the past by the database's clock, in the
+    database (spec §9.1: the database's clock decides, so moving this process's clock
+    proves nothing). Its escalation time too with `escalation`, else it is left as is.
+    Returns `req` with the new deadline."""
+    from datetime import timedelta
+
+    from oversight.actions import db_now
+    from oversight.models import OversightRequest
+
+    req.deadline = db_now() - timedelta(seconds=seconds)
+    changes = {"deadline": req.deadline}
+    if escalation:
+        req.escalate_at = changes["escalate_at"] = req.deadline
+    OversightRequest.objects.filter(pk=req.pk).update(**changes)
+    return req
+
+
 # --- Real servers ---------------------------------------------------------------------
 
 
