@@ -187,3 +187,37 @@ def test_two_loops_racing_decide_each_request_exactly_once(agent):
         assert req.events.filter(kind=AuditEvent.Kind.DECIDED).count() == 1
         # Escalated once, or not at all when the loop first saw it already past its deadline.
         assert req.events.filter(kind=AuditEvent.Kind.ESCALATED).count() <= 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_processes_sweeping_the_same_due_requests_time_each_out_exactly_once(agent):
+    """500 requests due at once, four processes claiming them together: each request is
+    timed out once, with one audit row and one callback delivery, by exactly one process."""
+    import multiprocessing
+
+    from tests.conftest import live_database_url
+    from tests.race_child import sweep
+
+    submission = actions.Submission(operation="delegate", summary="s", payload={}, metrics={"memory_pressure": 91.0},
+                                    timeout_seconds=60, callback_url="https://agent.example/cb")
+    requests = [actions.do_submit(agent.agent, submission)[0] for _ in range(500)]
+    OversightRequest.objects.filter(id__in=[r.id for r in requests]).update(
+        deadline=past_deadline(requests[0]).deadline
+    )
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(4), context.Queue()
+    processes = [context.Process(target=sweep, args=(live_database_url(), barrier, results)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(30)
+    assert [kind for kind, _ in outcomes] == ["won"] * 4, outcomes
+    won = [request_id for _, ids in outcomes for request_id in ids]
+    assert sorted(won) == sorted(str(r.id) for r in requests)  # each once, none left out
+    assert not OversightRequest.objects.filter(status=Status.PENDING).exists()
+    ids = [r.id for r in requests]
+    decided = AuditEvent.objects.filter(request_id__in=ids, kind=AuditEvent.Kind.DECIDED)
+    assert decided.count() == 500 and decided.values("request_id").distinct().count() == 500
+    callbacks = Delivery.objects.filter(request_id__in=ids, kind=Delivery.Kind.CALLBACK)
+    assert callbacks.count() == 500 and callbacks.values("request_id").distinct().count() == 500
