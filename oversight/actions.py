@@ -498,13 +498,13 @@ def db_now() -> datetime:
     return value
 
 
-def _claim_sql(ids: list | None) -> tuple[str, list]:
+def _claim_sql(ids: list | None, limit: int) -> tuple[str, list]:
     """One conditional UPDATE claiming pending requests past their deadline by the
     database's clock, returning the ids this statement decided."""
     table = connection.ops.quote_name(OversightRequest._meta.db_table)
     now = _DB_NOW[connection.vendor]
     reason = TIMEOUT_REASON.split("{action}")
-    params: list = [reason[0], reason[1]]
+    due_params: list = []
     sets = f"""status = CASE timeout_action WHEN 'approve' THEN 'approved' ELSE 'rejected' END,
         decision_source = 'timeout', decided_by = '', decision_reason = %s || timeout_action || %s,
         decided_at = {now}, decision_payload = NULL, decision_note = ''"""
@@ -512,10 +512,10 @@ def _claim_sql(ids: list | None) -> tuple[str, list]:
     if ids is not None:
         if connection.vendor == "postgresql":
             only = "AND id = ANY(%s::uuid[])"
-            params.append([str(i) for i in ids])
+            due_params.append([str(i) for i in ids])
         else:
             only = f"AND id IN ({', '.join(['%s'] * len(ids))})"
-            params.extend(i.hex if hasattr(i, "hex") else str(i).replace("-", "") for i in ids)
+            due_params.extend(i.hex if hasattr(i, "hex") else str(i).replace("-", "") for i in ids)
     due = f"SELECT id FROM {table} WHERE status = 'pending' AND deadline <= {now} {only} ORDER BY deadline LIMIT %s"  # noqa: S608 (constants only; values travel as parameters)
     if connection.vendor == "postgresql":
         # SKIP LOCKED: concurrent sweeps share out the due rows instead of queueing on
@@ -523,10 +523,11 @@ def _claim_sql(ids: list | None) -> tuple[str, list]:
         sql = f"""WITH due AS MATERIALIZED ({due} FOR UPDATE SKIP LOCKED)
             UPDATE {table} AS r SET {sets.replace("timeout_action", "r.timeout_action")}
             FROM due WHERE r.id = due.id AND r.status = 'pending' RETURNING r.id"""  # noqa: S608
+        return sql, [*due_params, limit, *reason]
     else:
         # SQLite: the IMMEDIATE transaction holds the write lock, one claim at a time.
         sql = f"UPDATE {table} SET {sets} WHERE id IN ({due}) AND status = 'pending' RETURNING id"  # noqa: S608
-    return sql, params
+        return sql, [*reason, *due_params, limit]
 
 
 def claim_timeouts(*, ids: list | None = None, limit: int = 200) -> list[OversightRequest]:
@@ -537,10 +538,10 @@ def claim_timeouts(*, ids: list | None = None, limit: int = 200) -> list[Oversig
     transaction), so however many sweeps, loops and reads race, each request times
     out exactly once. The policy's timeout action applies, with source `timeout`,
     never as a human decision."""
-    sql, params = _claim_sql(ids)
+    sql, params = _claim_sql(ids, limit)
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(sql, [*params, limit])
+            cursor.execute(sql, params)
             won = [row[0] for row in cursor.fetchall()]
         if not won:
             return []
