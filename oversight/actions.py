@@ -485,24 +485,27 @@ TIMEOUT_REASON = "No decision before the deadline: the policy's timeout action (
 # The database's clock in a raw statement (spec §9.1: the claiming statement compares
 # with the database's now()). SQLite stores datetimes as 'YYYY-MM-DD HH:MM:SS.ffffff'
 # text in UTC, which compares as text with this.
-_DB_NOW = {"postgresql": "STATEMENT_TIMESTAMP()", "sqlite": "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')"}
+DB_NOW_SQL = {"postgresql": "STATEMENT_TIMESTAMP()", "sqlite": "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')"}
 
 
 def db_now() -> datetime:
     """The database's clock (what decides whether a deadline has passed)."""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {_DB_NOW[connection.vendor]}", [])
+        cursor.execute(f"SELECT {DB_NOW_SQL[connection.vendor]}", [])
         value = cursor.fetchone()[0]
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value).replace(tzinfo=UTC)
-    return value
+    return parse_sqlite_datetime(value) if isinstance(value, str) else value
+
+
+def parse_sqlite_datetime(value: str | None) -> datetime | None:
+    """A datetime as SQLite stores and computes it (UTC text) read by a raw query."""
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def _claim_sql(ids: list | None, limit: int) -> tuple[str, list]:
     """One conditional UPDATE claiming pending requests past their deadline by the
     database's clock, returning the ids this statement decided."""
     table = connection.ops.quote_name(OversightRequest._meta.db_table)
-    now = _DB_NOW[connection.vendor]
+    now = DB_NOW_SQL[connection.vendor]
     reason = TIMEOUT_REASON.split("{action}")
     due_params: list = []
     sets = f"""status = CASE timeout_action WHEN 'approve' THEN 'approved' ELSE 'rejected' END,

@@ -24,10 +24,9 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import close_old_connections, connections
-from django.db.models import Min
 
 from oversight import actions
-from oversight.models import OversightRequest, Status
+from oversight.models import OversightRequest
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +42,38 @@ def channel() -> str:
 _SLACK = 0.001
 
 
-def next_due() -> datetime | None:
-    """The earliest pending deadline or escalation time (served by req_pending_deadline
-    and req_pending_escalate)."""
-    pending = OversightRequest.objects.filter(status=Status.PENDING)
-    deadline = pending.aggregate(at=Min("deadline"))["at"]
-    escalation = pending.filter(escalated_at__isnull=True).aggregate(at=Min("escalate_at"))["at"]
+def _due_times() -> tuple[datetime | None, datetime | None]:
+    """(the earliest pending deadline or escalation time, the database's now), in one
+    query served by req_pending_deadline and req_pending_escalate."""
+    from django.db import connection
+
+    table = connection.ops.quote_name(OversightRequest._meta.db_table)
+    now = actions.DB_NOW_SQL[connection.vendor]
+    sql = (
+        f"SELECT (SELECT MIN(deadline) FROM {table} WHERE status = 'pending'),"  # noqa: S608 (constants only)
+        f" (SELECT MIN(escalate_at) FROM {table} WHERE status = 'pending' AND escalated_at IS NULL), {now}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [])
+        deadline, escalation, database_now = cursor.fetchone()
+    if connection.vendor == "sqlite":
+        deadline, escalation, database_now = (actions.parse_sqlite_datetime(v) for v in (deadline, escalation,
+                                                                                        database_now))
     due = [at for at in (deadline, escalation) if at is not None]
-    return min(due) if due else None
+    return (min(due) if due else None), database_now
+
+
+def next_due() -> datetime | None:
+    """The earliest pending deadline or escalation time."""
+    return _due_times()[0]
 
 
 def seconds_until_next(limit: float) -> float:
     """How long to sleep: until the next due time by the database's clock, at most `limit`."""
-    due = next_due()
+    due, database_now = _due_times()
     if due is None:
         return limit
-    return max(0.0, min(limit, (due - actions.db_now()).total_seconds() + _SLACK))
+    return max(0.0, min(limit, (due - database_now).total_seconds() + _SLACK))
 
 
 def handle_one_tick(*, batch: int = 500) -> int:
