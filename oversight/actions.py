@@ -550,8 +550,10 @@ def claim_timeouts(*, ids: list | None = None, limit: int = 200) -> list[Oversig
             return []
         decided = list(OversightRequest.objects.select_related("agent", "policy").filter(id__in=won))
         decided.sort(key=lambda r: r.deadline)
-        for req in decided:
-            receipts.attach(req, now=req.decided_at)
+        if len(decided) == 1:
+            receipts.attach(decided[0], now=decided[0].decided_at)
+        else:
+            receipts.attach_many(decided)
         AuditEvent.objects.bulk_create([_decided_event(req) for req in decided])
         for req in decided:
             _broadcast(req, "request.decided")
@@ -577,6 +579,22 @@ def apply_timeout_if_due(req: OversightRequest) -> OversightRequest:
         return req
     won = claim_timeouts(ids=[req.id], limit=1)
     return won[0] if won else _load(req.id)
+
+
+def apply_timeouts_if_due(requests: list[OversightRequest]) -> list[OversightRequest]:
+    """`apply_timeout_if_due` for a page of requests: one indexed read for all of them
+    (none when none is pending), the claim only for those past their deadline."""
+    pending = [r.id for r in requests if r.status == Status.PENDING and r.deadline is not None]
+    if not pending:
+        return requests
+    due = set(_overdue().filter(id__in=pending).values_list("id", flat=True))
+    if not due:
+        return requests
+    claimed = {r.id: r for r in claim_timeouts(ids=list(due), limit=len(due))}
+    lost = due - claimed.keys()
+    if lost:  # someone else applied them first: as they now stand
+        claimed |= {r.id: r for r in OversightRequest.objects.select_related("agent").filter(id__in=lost)}
+    return [claimed.get(r.id, r) for r in requests]
 
 
 def do_cancel(agent: Agent, request_id, *, now: datetime | None = None) -> OversightRequest:

@@ -529,7 +529,7 @@ def _list(request: HttpRequest) -> dict:
     if errors:
         raise validation_error(errors)
     rows = list(queryset.order_by("-created_at", "-id")[: limit + 1])
-    page = [actions.apply_timeout_if_due(r) for r in rows[:limit]]
+    page = actions.apply_timeouts_if_due(rows[:limit])
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return {"results": [request_dict(r) for r in page], "next_cursor": next_cursor}
 

@@ -7,11 +7,12 @@ import threading
 import time
 from datetime import timedelta
 
+import jwt
 import pytest
 import time_machine
 from django.utils import timezone
 
-from oversight import actions, deadlines
+from oversight import actions, deadlines, receipts
 from oversight.models import AuditEvent, Delivery, OversightRequest, Source, Status
 from tests.conftest import past_deadline
 
@@ -94,13 +95,20 @@ def test_this_processs_clock_far_behind_does_not_hold_a_passed_deadline(agent):
         assert req.events.filter(kind=AuditEvent.Kind.DECIDED).count() == 1
 
 
-def test_each_timeout_gets_its_callback_once(agent):
+def test_each_timeout_gets_its_callback_and_receipt_once(agent):
     requests = [past_deadline(submit(agent, timeout_seconds=60, callback_url=f"https://agent.example/cb/{i}"))
                 for i in range(3)]
-    assert actions.expire_due() == 3
+    assert actions.expire_due() == 3  # one claim, one batch of receipts
     assert actions.expire_due() == 0
     for req in requests:
         assert Delivery.objects.filter(request=req, kind=Delivery.Kind.CALLBACK).count() == 1
+        req.refresh_from_db()
+        key, kid = receipts.signing_key()
+        assert jwt.get_unverified_header(req.receipt)["kid"] == kid
+        claims = jwt.decode(req.receipt, key.public_key(), algorithms=["EdDSA"], options={"verify_exp": False})
+        expected = receipts.claims(req, now=req.decided_at, ttl=receipts.DECISION_TTL)
+        assert {k: v for k, v in claims.items() if k != "jti"} == {k: v for k, v in expected.items() if k != "jti"}
+        assert (claims["sub"], claims["source"]) == (str(req.id), "timeout")
 
 
 def _wait_until(condition, timeout: float = 20.0) -> bool:
