@@ -6,6 +6,10 @@
 Starts the web server, a worker and beat like `make run` (always on a private Redis:
 one phase stops it). Three phases, in one run:
 
+The pending requests are one ordinary submission and bulk-inserted copies of it (the
+scheduler is what is measured); deadlines are set on the database's clock, which judges
+them (spec §9.1), and the loop is woken through Redis as a submission would wake it.
+
 1. deadline loop (the default): N pending requests, deadlines spread evenly over
    `--spread` seconds; lateness = decided_at − deadline for each, and the arrival of
    the decision at agents long-polling a sample of them (arrival − deadline);
