@@ -6,6 +6,10 @@
 Starts the web server, a worker and beat like `make run` (always on a private Redis:
 one phase stops it). Three phases, in one run:
 
+The pending requests are one ordinary submission and bulk-inserted copies of it (the
+scheduler is what is measured); deadlines are set on the database's clock, which judges
+them (spec §9.1), and the loop is woken through Redis as a submission would wake it.
+
 1. deadline loop (the default): N pending requests, deadlines spread evenly over
    `--spread` seconds; lateness = decided_at − deadline for each, and the arrival of
    the decision at agents long-polling a sample of them (arrival − deadline);
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import sys
 import tempfile
 import time
@@ -33,21 +38,31 @@ from oversight.runner import Supervisor, beat_argv, free_port, wait_for_port, we
 
 
 def create_pending(agent_name: str, count: int, lead: float, spread: float) -> tuple[list[str], dict]:
-    """`count` pending critical requests whose deadlines fall evenly over `spread` s from `lead` s on."""
-    from django.utils import timezone
+    """`count` pending critical requests whose deadlines fall evenly over `spread` s from
+    `lead` s on (by the database's clock). One is submitted the ordinary way; the rest are
+    bulk-inserted copies of it (what is measured is the scheduler, not submission), and the
+    deadline loop is told of the new due times as a submission would tell it."""
+    import uuid
 
-    from oversight import actions
+    from oversight import actions, deadlines
     from oversight.models import Agent, OversightRequest
 
     agent = Agent.objects.get(name=agent_name)
+    agent.max_pending = 1_000_000
+    agent.save(update_fields=["max_pending"])
     submission = actions.Submission(operation="delegate", summary="bench", payload={},
                                     metrics={"delegation_depth": 5})
-    requests = [actions.do_submit(agent, submission)[0] for _ in range(count)]
-    start = timezone.now() + timedelta(seconds=lead)
-    for i, req in enumerate(requests):
-        req.deadline = start + timedelta(seconds=spread * i / count)
-        req.escalate_at = None  # timeouts only: escalations are not what is measured
-    OversightRequest.objects.bulk_update(requests, ["deadline", "escalate_at"], batch_size=500)
+    template = actions.do_submit(agent, submission)[0]  # stays pending, outside what is measured
+    start = actions.db_now() + timedelta(seconds=lead)
+    requests = []
+    for i in range(count):
+        template.pk = uuid.uuid4()
+        template.deadline = start + timedelta(seconds=spread * i / count)
+        template.escalate_at = None  # timeouts only: escalations are not what is measured
+        template._state.adding = True
+        requests.append(copy.copy(template))
+    OversightRequest.objects.bulk_create(requests, batch_size=1000)
+    deadlines.announce()
     return [str(r.id) for r in requests], {str(r.id): r.deadline for r in requests}
 
 

@@ -3,9 +3,10 @@
 Views, API views, tasks and commands call these `do_*` functions. A decision is
 a conditional UPDATE on `status = 'pending'`: whoever changes exactly one row
 won, and only the winner audits, broadcasts and schedules the callback (after
-commit). Operators' clicks, agents' cancels, the timeout sweep and the lazy
-deadline check on reads all go through `do_decide`, so exactly one of them wins
-a race, on SQLite and PostgreSQL alike.
+commit). Operators' clicks and agents' cancels go through `do_decide`; the
+timeout sweep, the deadline loop and the lazy deadline check on reads all go
+through `claim_timeouts`, one bulk UPDATE judged by the database's clock (spec
+§9.1), so exactly one of them wins a race, on SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -34,7 +35,6 @@ from oversight.models import (
     Source,
     StandingGrant,
     Status,
-    TimeoutAction,
 )
 from oversight.serializers import grant_dict, iso, request_dict
 
@@ -255,6 +255,7 @@ def do_submit(
             AuditEvent.objects.bulk_create(_submission_events(req, policy, now))
             if req.status == Status.PENDING:
                 _broadcast(req, "request.created")
+                transaction.on_commit(_announce_deadline)
                 if policy.notify:
                     from oversight.notifications import schedule_for_request
 
@@ -271,6 +272,13 @@ def do_submit(
             raise
         return existing, False
     return req, True
+
+
+def _announce_deadline() -> None:
+    """Wake the deadline loops: this request may be due before what they sleep towards."""
+    from oversight import deadlines
+
+    deadlines.announce()
 
 
 def _recent_reject(agent: Agent, req: OversightRequest, policy: Policy, now: datetime) -> OversightRequest | None:
@@ -293,7 +301,7 @@ def _check_pending_limit(agent: Agent, now: datetime) -> None:
     """At most `max_pending` pending requests per agent. Locks the agent's row (on
     PostgreSQL) so that concurrent submissions count one after another."""
     Agent.objects.select_for_update().filter(pk=agent.pk).values_list("pk", flat=True).first()
-    pending = OversightRequest.objects.filter(agent=agent, status=Status.PENDING, deadline__gt=now)
+    pending = OversightRequest.objects.filter(agent=agent, status=Status.PENDING, deadline__gt=Now())
     if pending.count() < agent.max_pending:
         return
     soonest = pending.order_by("deadline").values_list("deadline", flat=True).first()
@@ -363,11 +371,10 @@ def do_decide(
         raise ValueError(f"Not a final outcome: {outcome!r}")
     if outcome == Status.APPROVED and source == Source.OPERATOR:
         return do_approve(request_id, by=by, reason=reason, payload=payload, note=note, grant=grant, now=now, bulk=bulk)
-    claim = OversightRequest.objects.filter(id=request_id, status=Status.PENDING)
-    if source != Source.TIMEOUT:
-        claim = claim.filter(deadline__gt=now)
-    else:
-        claim = claim.filter(deadline__lte=now)
+    if source == Source.TIMEOUT:
+        raise ValueError("Timeouts are applied by claim_timeouts, on the database's clock.")
+    # Before the deadline by the database's clock (spec §9.1), not this process's.
+    claim = OversightRequest.objects.filter(id=request_id, status=Status.PENDING, deadline__gt=Now())
 
     with transaction.atomic():
         won = claim.update(
@@ -387,8 +394,8 @@ def do_decide(
             return req
 
     # Lost: either someone else decided first, or the deadline passed.
-    if lost_to.status == Status.PENDING and source != Source.TIMEOUT:
-        lost_to = apply_timeout_if_due(lost_to, now=now)
+    if lost_to.status == Status.PENDING:
+        lost_to = apply_timeout_if_due(lost_to)
     raise AlreadyDecided(lost_to)
 
 
@@ -424,8 +431,6 @@ def do_approve(
         req = _load(request_id)
         if req.status != Status.PENDING:
             raise AlreadyDecided(req)
-        if req.deadline is not None and req.deadline <= now:
-            raise AlreadyDecided(apply_timeout_if_due(req, now=now))
         if payload is None and any(a.get("by") == by for a in req.approvals):
             raise AlreadyApproved(req)
         entry = {"by": by, "at": iso(now)}
@@ -446,27 +451,32 @@ def do_approve(
                         "decision_reason": reason, "decided_at": now, "decision_note": note}
         with transaction.atomic():
             won = OversightRequest.objects.filter(
-                id=request_id, status=Status.PENDING, approval_count=count, deadline__gt=now
+                id=request_id, status=Status.PENDING, approval_count=count, deadline__gt=Now()
             ).update(**changes)
-            if won != 1:
-                continue  # someone else approved, rejected or timed it out first: look again
-            req = _load(request_id)
-            AuditEvent.objects.create(
-                request=req, kind=AuditEvent.Kind.APPROVED, at=now, actor=by,
-                data={"approvals": len(approvals), "required": req.required_approvals,
-                      "with_changes": payload is not None},
-            )
-            if not complete:
-                _broadcast(req, "request.updated")
+            if won == 1:
+                req = _load(request_id)
+                AuditEvent.objects.create(
+                    request=req, kind=AuditEvent.Kind.APPROVED, at=now, actor=by,
+                    data={"approvals": len(approvals), "required": req.required_approvals,
+                          "with_changes": payload is not None},
+                )
+                if not complete:
+                    _broadcast(req, "request.updated")
+                    return req
+                receipts.attach(req, now=now)
+                _decided_event(req).save()
+                _broadcast(req, "request.decided")
+                _schedule_callback(req)
+                agreed = _agreed_grant(approvals)
+                if agreed is not None:
+                    make_standing_grant(req, agreed, by=by, now=now)
                 return req
-            receipts.attach(req, now=now)
-            _decided_event(req).save()
-            _broadcast(req, "request.decided")
-            _schedule_callback(req)
-            agreed = _agreed_grant(approvals)
-            if agreed is not None:
-                make_standing_grant(req, agreed, by=by, now=now)
-            return req
+
+        # Lost: someone else approved, rejected or timed it out first, or the deadline
+        # passed by the database's clock. Look again (after applying the timeout if due).
+        fresh = apply_timeout_if_due(_load(request_id))
+        if fresh.status != Status.PENDING:
+            raise AlreadyDecided(fresh)
 
 
 def _agreed_grant(approvals: list[dict]) -> GrantAsked | None:
@@ -481,32 +491,121 @@ def _agreed_grant(approvals: list[dict]) -> GrantAsked | None:
     )
 
 
-def apply_timeout_if_due(req: OversightRequest, *, now: datetime | None = None) -> OversightRequest:
-    """The lazy deadline check: a read of a request past its deadline applies the timeout.
+TIMEOUT_REASON = "No decision before the deadline: the policy's timeout action ({action}) applied."
+
+# The database's clock in a raw statement (spec §9.1: the claiming statement compares
+# with the database's now()). SQLite stores datetimes as 'YYYY-MM-DD HH:MM:SS.ffffff'
+# text in UTC, which compares as text with this.
+DB_NOW_SQL = {"postgresql": "STATEMENT_TIMESTAMP()", "sqlite": "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')"}
+
+
+def db_now() -> datetime:
+    """The database's clock (what decides whether a deadline has passed)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {DB_NOW_SQL[connection.vendor]}", [])
+        value = cursor.fetchone()[0]
+    return parse_sqlite_datetime(value) if isinstance(value, str) else value
+
+
+def parse_sqlite_datetime(value: str | None) -> datetime | None:
+    """A datetime as SQLite stores and computes it (UTC text) read by a raw query."""
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _claim_sql(ids: list | None, limit: int) -> tuple[str, list]:
+    """One conditional UPDATE claiming pending requests past their deadline by the
+    database's clock, returning the ids this statement decided."""
+    table = connection.ops.quote_name(OversightRequest._meta.db_table)
+    now = DB_NOW_SQL[connection.vendor]
+    reason = TIMEOUT_REASON.split("{action}")
+    due_params: list = []
+    sets = f"""status = CASE timeout_action WHEN 'approve' THEN 'approved' ELSE 'rejected' END,
+        decision_source = 'timeout', decided_by = '', decision_reason = %s || timeout_action || %s,
+        decided_at = {now}, decision_payload = NULL, decision_note = ''"""
+    only = ""
+    if ids is not None:
+        if connection.vendor == "postgresql":
+            only = "AND id = ANY(%s::uuid[])"
+            due_params.append([str(i) for i in ids])
+        else:
+            only = f"AND id IN ({', '.join(['%s'] * len(ids))})"
+            due_params.extend(i.hex if hasattr(i, "hex") else str(i).replace("-", "") for i in ids)
+    due = f"SELECT id FROM {table} WHERE status = 'pending' AND deadline <= {now} {only} ORDER BY deadline LIMIT %s"  # noqa: S608 (constants only; values travel as parameters)
+    if connection.vendor == "postgresql":
+        # SKIP LOCKED: concurrent sweeps share out the due rows instead of queueing on
+        # them; MATERIALIZED: the locked set is computed once, not re-planned per row.
+        sql = f"""WITH due AS MATERIALIZED ({due} FOR UPDATE SKIP LOCKED)
+            UPDATE {table} AS r SET {sets.replace("timeout_action", "r.timeout_action")}
+            FROM due WHERE r.id = due.id AND r.status = 'pending' RETURNING r.id"""  # noqa: S608
+        return sql, [*due_params, limit, *reason]
+    else:
+        # SQLite: the IMMEDIATE transaction holds the write lock, one claim at a time.
+        sql = f"UPDATE {table} SET {sets} WHERE id IN ({due}) AND status = 'pending' RETURNING id"  # noqa: S608
+        return sql, [*reason, *due_params, limit]
+
+
+def claim_timeouts(*, ids: list | None = None, limit: int = 200) -> list[OversightRequest]:
+    """Apply the timeout to up to `limit` pending requests past their deadline (of
+    `ids` only, when given), judged by the database's clock: one conditional UPDATE,
+    stamped `decided_at` = the database's now. Only the requests this call won are
+    returned, audited, pushed and given their deliveries (outbox rows in the same
+    transaction), so however many sweeps, loops and reads race, each request times
+    out exactly once. The policy's timeout action applies, with source `timeout`,
+    never as a human decision."""
+    sql, params = _claim_sql(ids, limit)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            won = [row[0] for row in cursor.fetchall()]
+        if not won:
+            return []
+        decided = list(OversightRequest.objects.select_related("agent", "policy").filter(id__in=won))
+        decided.sort(key=lambda r: r.deadline)
+        if len(decided) == 1:
+            receipts.attach(decided[0], now=decided[0].decided_at)
+        else:
+            receipts.attach_many(decided)
+        AuditEvent.objects.bulk_create([_decided_event(req) for req in decided])
+        for req in decided:
+            _broadcast(req, "request.decided")
+            _schedule_callback(req)
+    return decided
+
+
+def _overdue():
+    """Pending requests past their deadline by the database's clock."""
+    return OversightRequest.objects.filter(status=Status.PENDING, deadline__lte=Now())
+
+
+def apply_timeout_if_due(req: OversightRequest) -> OversightRequest:
+    """The lazy deadline check: a read of a request past its deadline (by the
+    database's clock, whatever this process's clock says) applies the timeout.
 
     This is what makes the deadline hold with every worker down. Returns the
     request as it now stands (decided by whoever won).
     """
-    now = now or timezone.now()
-    if req.status != Status.PENDING or req.deadline is None or req.deadline > now:
+    if req.status != Status.PENDING or req.deadline is None:
         return req
-    try:
-        return apply_timeout(req.id, req.timeout_action, now=now)
-    except AlreadyDecided as lost:
-        return lost.request
+    if not _overdue().filter(id=req.id).exists():  # a read, no write lock, when not due
+        return req
+    won = claim_timeouts(ids=[req.id], limit=1)
+    return won[0] if won else _load(req.id)
 
 
-def apply_timeout(request_id, timeout_action: str, *, now: datetime | None = None) -> OversightRequest:
-    """The rule: when the deadline passes, the policy's timeout action applies,
-    recorded with source `timeout`, never as a human decision."""
-    outcome = Status.APPROVED if timeout_action == TimeoutAction.APPROVE else Status.REJECTED
-    return do_decide(
-        request_id,
-        outcome=outcome,
-        source=Source.TIMEOUT,
-        reason=f"No decision before the deadline: the policy's timeout action ({timeout_action}) applied.",
-        now=now,
-    )
+def apply_timeouts_if_due(requests: list[OversightRequest]) -> list[OversightRequest]:
+    """`apply_timeout_if_due` for a page of requests: one indexed read for all of them
+    (none when none is pending), the claim only for those past their deadline."""
+    pending = [r.id for r in requests if r.status == Status.PENDING and r.deadline is not None]
+    if not pending:
+        return requests
+    due = set(_overdue().filter(id__in=pending).values_list("id", flat=True))
+    if not due:
+        return requests
+    claimed = {r.id: r for r in claim_timeouts(ids=list(due), limit=len(due))}
+    lost = due - claimed.keys()
+    if lost:  # someone else applied them first: as they now stand
+        claimed |= {r.id: r for r in OversightRequest.objects.select_related("agent").filter(id__in=lost)}
+    return [claimed.get(r.id, r) for r in requests]
 
 
 def do_cancel(agent: Agent, request_id, *, now: datetime | None = None) -> OversightRequest:
@@ -516,45 +615,31 @@ def do_cancel(agent: Agent, request_id, *, now: datetime | None = None) -> Overs
     )
 
 
-def expire_due(*, now: datetime | None = None, batch: int = 200) -> int:
+def expire_due(*, batch: int = 200) -> int:
     """Apply the timeout to pending requests past their deadline; returns how many this call decided."""
-    now = now or timezone.now()
-    due = list(
-        OversightRequest.objects.filter(status=Status.PENDING, deadline__lte=now)
-        .order_by("deadline")
-        .values_list("id", "timeout_action")[:batch]
-    )
-    decided = 0
-    for request_id, action in due:
-        try:
-            apply_timeout(request_id, action, now=now)
-            decided += 1
-        except AlreadyDecided:
-            pass  # another worker, an operator or a lazy read got there first
-    return decided
+    return len(claim_timeouts(limit=batch))
 
 
-def expire_overdue(*, now: datetime | None = None) -> int:
+def expire_overdue() -> int:
     """Before a read that lists or counts pending requests: apply every timeout that is
-    due, through the sweep's own function, so the read shows each deadline as kept even
+    due, through the sweep's own claim, so the read shows each deadline as kept even
     with every worker down. Costs one indexed EXISTS (req_pending_deadline) when nothing
-    is overdue, which is the usual case while the sweep runs."""
-    now = now or timezone.now()
-    overdue = OversightRequest.objects.filter(status=Status.PENDING, deadline__lte=now)
+    is overdue, which is the usual case while the deadline loop runs."""
     total = 0
     # Bounded: a backlog larger than this is left to the sweep rather than one read.
     for _ in range(50):
-        if not overdue.exists():
+        if not _overdue().exists():
             break
-        total += expire_due(now=now)
+        total += expire_due(batch=500)
     return total
 
 
 def escalate_due(*, now: datetime | None = None, batch: int = 200) -> int:
-    """Mark pending requests whose escalation time has come; returns how many this call escalated."""
+    """Mark pending requests whose escalation time has come (by the database's clock);
+    returns how many this call escalated."""
     now = now or timezone.now()
     due = list(
-        OversightRequest.objects.filter(status=Status.PENDING, escalated_at__isnull=True, escalate_at__lte=now)
+        OversightRequest.objects.filter(status=Status.PENDING, escalated_at__isnull=True, escalate_at__lte=Now())
         .order_by("escalate_at")
         .values_list("id", flat=True)[:batch]
     )

@@ -30,10 +30,10 @@ def _schedule(sender, **kwargs) -> None:
     # Beat fires these; every worker may run them: claims are conditional UPDATEs.
     # Each expires after one interval so a backlog never replays stale sweeps.
     sweep = settings.OVERSIGHT_SWEEP_SECONDS
-    # Beat's own deadline loop applies timeouts from the database alone (so they hold
-    # with Redis down); the sweep through the broker keeps its one-second pace beside
-    # it, since under a burst of deadlines the loop alone fell further behind
-    # (docs/performance.md). Both claim rows by conditional UPDATE: each timeout once.
+    # Beat's own deadline loop applies each timeout when it falls due, from the
+    # database alone (so they hold with Redis down); the sweep through the broker is
+    # the backstop should that loop be gone. Both claim rows by one conditional UPDATE
+    # on the database's clock: each timeout once.
     deadlines = sweep
     sender.add_periodic_task(
         deadlines, sender.signature("oversight.sweep", expires=deadlines), name="oversight sweep"
@@ -65,4 +65,4 @@ def _start_deadline_loop(sender=None, **kwargs) -> None:
     if settings.OVERSIGHT_DEADLINE_LOOP:
         from oversight import deadlines
 
-        deadlines.start(settings.OVERSIGHT_DEADLINE_POLL_SECONDS)
+        deadlines.start(settings.OVERSIGHT_DEADLINE_POLL_SECONDS, settings.OVERSIGHT_DEADLINE_IDLE_SECONDS)

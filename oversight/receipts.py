@@ -394,6 +394,25 @@ def attach(req, *, now: datetime | None = None) -> None:
         OversightRequest.objects.filter(pk=req.pk).update(receipt=req.receipt)
 
 
+def attach_many(reqs: list, *, now: datetime | None = None) -> None:
+    """`attach` for a batch decided by one statement (the timeout claim): the signing
+    key loaded once, each receipt made with its request's `decided_at`, all stored by
+    one UPDATE."""
+    from oversight.models import OversightRequest
+
+    if not reqs:
+        return
+    try:
+        key, kid = signing_key(now or reqs[0].decided_at)
+    except SigningKeyError:
+        log.exception("No receipts for %d requests", len(reqs))
+        return
+    for req in reqs:
+        payload = claims(req, now=req.decided_at, ttl=DECISION_TTL)
+        req.receipt = jwt.encode(payload, key, algorithm=ALGORITHM, headers={"kid": kid, "typ": "JWT"})
+    OversightRequest.objects.bulk_update(reqs, ["receipt"], batch_size=500)
+
+
 def fresh_receipt(req, *, now: datetime | None = None) -> str:
     """For agents that act later: a new receipt valid for the policy's receipt_ttl_seconds."""
     ttl = req.policy.receipt_ttl_seconds if req.policy_id else DECISION_TTL

@@ -318,10 +318,13 @@ EMAIL_TIMEOUT = 10
 OVERSIGHT_RATE_LIMIT_PER_MINUTE = env_int("OVERSIGHT_RATE_LIMIT_PER_MINUTE", 6000, minimum=1)
 # How often the beat applies due timeouts and escalations (seconds).
 OVERSIGHT_SWEEP_SECONDS = env_float("OVERSIGHT_SWEEP_SECONDS", 1.0, minimum=0.1)
-# The beat process's deadline loop (oversight/deadlines.py): applies each timeout
-# when it falls due, from the database alone; the longest it sleeps between looks.
+# The beat process's deadline loop (oversight/deadlines.py): sleeps until the next
+# due time and applies it, from the database alone. A new earlier deadline wakes it
+# through Redis; the longest it sleeps between looks is POLL without Redis (or while
+# Redis is down) and IDLE with it (a backstop for a lost wake-up).
 OVERSIGHT_DEADLINE_LOOP = env_bool("OVERSIGHT_DEADLINE_LOOP", True)
 OVERSIGHT_DEADLINE_POLL_SECONDS = env_float("OVERSIGHT_DEADLINE_POLL_SECONDS", 0.25, minimum=0.01, maximum=10)
+OVERSIGHT_DEADLINE_IDLE_SECONDS = env_float("OVERSIGHT_DEADLINE_IDLE_SECONDS", 30.0, minimum=0.01, maximum=600)
 # Callbacks: the total time a delivery is retried for, and an optional allow-list
 # of hosts (comma separated; empty = any http(s) address).
 OVERSIGHT_CALLBACK_MAX_SECONDS = env_int("OVERSIGHT_CALLBACK_MAX_SECONDS", 3600, minimum=1)

@@ -138,6 +138,37 @@ def short_timeouts(db) -> None:
     allow_short_timeouts()
 
 
+def database_now():
+    """The database's clock, read here (not through the code under test)."""
+    from datetime import UTC, datetime
+
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+            return datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=UTC)
+        cursor.execute("SELECT STATEMENT_TIMESTAMP()")
+        return cursor.fetchone()[0]
+
+
+def past_deadline(req, seconds: float = 1.0, *, escalation: bool = False):
+    """Move `req`'s deadline `seconds` into the past by the database's clock, in the
+    database (spec §9.1: the database's clock decides, so moving this process's clock
+    proves nothing). Its escalation time too with `escalation`, else it is left as is.
+    Returns `req` with the new deadline."""
+    from datetime import timedelta
+
+    from oversight.models import OversightRequest
+
+    req.deadline = database_now() - timedelta(seconds=seconds)
+    changes = {"deadline": req.deadline}
+    if escalation:
+        req.escalate_at = changes["escalate_at"] = req.deadline
+    OversightRequest.objects.filter(pk=req.pk).update(**changes)
+    return req
+
+
 # --- Real servers ---------------------------------------------------------------------
 
 

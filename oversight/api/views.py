@@ -24,6 +24,7 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
+from django.db.models.functions import Now
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -277,14 +278,14 @@ async def _wait_for_decision(request_id, deadline: datetime | None, seconds: int
     released = False  # a cancelled receive (the wait timing out) releases the channel itself
     try:
         # Subscribed first, then look again: a decision committed in between is not missed.
-        req = await _in_thread(_reload, request_id)
+        req, until_deadline = await _in_thread(_reload_timed, request_id)
         if req["status"] != Status.PENDING:
             return req
         end = asyncio.get_running_loop().time() + seconds
-        if deadline is not None:
-            # Never wait past the deadline: there the timeout decision is the answer.
-            until_deadline = max(0.0, (deadline - timezone.now()).total_seconds()) + 0.05
-            end = min(end, asyncio.get_running_loop().time() + until_deadline)
+        if deadline is not None and until_deadline is not None:
+            # Never wait past the deadline (by the database's clock: this node's may be
+            # skewed): there the timeout decision is the answer.
+            end = min(end, asyncio.get_running_loop().time() + until_deadline + 0.05)
         while (remaining := end - asyncio.get_running_loop().time()) > 0:
             try:
                 message = await asyncio.wait_for(layer.receive(channel), timeout=remaining)
@@ -321,6 +322,14 @@ def _reload(request_id) -> dict:
     return request_dict(actions.apply_timeout_if_due(req))
 
 
+def _reload_timed(request_id) -> tuple[dict, float | None]:
+    """The resource, and the seconds left until its deadline by the database's clock
+    (read in the same query)."""
+    req = OversightRequest.objects.select_related("agent").annotate(database_now=Now()).get(id=request_id)
+    left = None if req.deadline is None else max(0.0, (req.deadline - req.database_now).total_seconds())
+    return request_dict(actions.apply_timeout_if_due(req)), left
+
+
 LONG_POLL_DB_INTERVAL = 0.5  # seconds between database reads when pushes cannot be heard
 
 
@@ -331,11 +340,15 @@ async def _poll_for_decision(request_id, deadline: datetime | None, seconds: flo
     make a plain client spin."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
-    if deadline is not None:
-        until_deadline = max(0.0, (deadline - timezone.now()).total_seconds()) + 0.05
-        end = min(end, loop.time() + until_deadline)
+    first = True
     while True:
-        req = await _in_thread(_reload, request_id)
+        if first:
+            req, until_deadline = await _in_thread(_reload_timed, request_id)
+            if deadline is not None and until_deadline is not None:
+                end = min(end, loop.time() + until_deadline + 0.05)
+            first = False
+        else:
+            req = await _in_thread(_reload, request_id)
         remaining = end - loop.time()
         if req["status"] != Status.PENDING or remaining <= 0:
             return req
@@ -458,7 +471,7 @@ def _list(request: HttpRequest) -> dict:
     if errors:
         raise validation_error(errors)
     rows = list(queryset.order_by("-created_at", "-id")[: limit + 1])
-    page = [actions.apply_timeout_if_due(r) for r in rows[:limit]]
+    page = actions.apply_timeouts_if_due(rows[:limit])
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return {"results": [request_dict(r) for r in page], "next_cursor": next_cursor}
 

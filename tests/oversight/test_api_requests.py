@@ -6,9 +6,11 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.core.management import call_command
+from django.utils import timezone
 
 from oversight import actions
 from oversight.models import OversightRequest, Source, Status
+from tests.conftest import past_deadline
 from tests.oversight.api_helpers import error_code, get, post, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,8 +38,9 @@ def test_an_unknown_id_is_404(client, agent, request_id):
 
 def test_a_read_past_the_deadline_returns_and_persists_the_timeout(client, agent, short_timeouts):
     created = submit(client, agent, metrics={"delegation_depth": 5}, timeout_seconds=30).json()
-    req = OversightRequest.objects.get(id=created["id"])
-    with time_machine.travel(req.deadline + timedelta(seconds=1), tick=False):
+    req = past_deadline(OversightRequest.objects.get(id=created["id"]))
+    # This process's clock a day behind: the database's clock decides (spec §9.1).
+    with time_machine.travel(timezone.now() - timedelta(days=1), tick=False):
         body = get(client, f"/api/v1/requests/{created['id']}", agent).json()
     assert body["status"] == "approved"
     assert body["decision"]["source"] == "timeout" and body["decision"]["by"] is None

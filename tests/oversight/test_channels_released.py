@@ -1,6 +1,7 @@
 """Long-polls and health checks release their channel-layer channels (no subscription leak)."""
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -49,3 +50,19 @@ async def test_health_checks_release_their_channels(db):
     for _ in range(5):
         await _channel_layer()
     assert _held_channels() == before
+
+
+async def test_a_long_poll_waits_by_the_databases_clock_not_this_nodes(agent):
+    """A node whose clock runs an hour ahead still holds the wait: the deadline (five
+    minutes off by the database's clock) has not passed, so the operator's decision
+    made while it waits is the answer, not an early `pending`."""
+    import time_machine
+    from django.utils import timezone
+
+    req = await sync_to_async(_critical)(agent)
+    with time_machine.travel(timezone.now() + timedelta(hours=1), tick=True):
+        waiting = asyncio.create_task(_wait_for_decision(str(req.id), req.deadline, 10))
+        await asyncio.sleep(0.5)
+        await sync_to_async(actions.do_decide)(req.id, outcome=Status.APPROVED, source=Source.OPERATOR, by="olivia")
+        resource = await asyncio.wait_for(waiting, 10)
+    assert (resource["status"], resource["decision"]["source"]) == ("approved", "operator")

@@ -14,6 +14,7 @@ from oversight import actions
 from oversight.consumers import snapshot
 from oversight.models import OversightRequest, Status
 from oversight.reviews import reports
+from tests.conftest import past_deadline
 from tests.oversight.api_helpers import get
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,7 +29,7 @@ def overdue(agent, summary: str) -> OversightRequest:
 
 
 def test_it_counts_an_overdue_request_as_decided_by_the_timeout_on_every_read(
-    client, agent, operator, manager, short_timeouts, time_machine_fixture
+    client, agent, operator, manager, short_timeouts
 ):
     readers = {}
 
@@ -77,18 +78,26 @@ def test_it_counts_an_overdue_request_as_decided_by_the_timeout_on_every_read(
         assert data["headline"]["timeout_approved"] >= 1
 
     for name, read in readers.items():
-        req = overdue(agent, f"overdue for {name}")
-        time_machine_fixture.move_to(req.deadline + timedelta(seconds=1), tick=False)
-        read(req)
+        req = past_deadline(overdue(agent, f"overdue for {name}"))
+        # This process's clock a minute behind: the database's clock decides (spec §9.1).
+        with time_machine.travel(timezone.now() - timedelta(minutes=1), tick=True):
+            read(req)
         req.refresh_from_db()
         assert (req.status, req.decision_source) == (Status.APPROVED, "timeout"), name
-        time_machine_fixture.move_to(timezone.now() + timedelta(seconds=1), tick=False)
 
 
-@pytest.fixture
-def time_machine_fixture():
-    with time_machine.travel(timezone.now(), tick=False) as traveller:
-        yield traveller
+def test_no_read_times_out_early_when_this_processs_clock_runs_ahead(client, agent, operator, short_timeouts):
+    req = overdue(agent, "not due yet by the database clock")
+    with time_machine.travel(req.deadline + timedelta(hours=1), tick=True):
+        assert str(req.id) in [r["id"] for r in get(client, "/api/v1/requests?status=pending", agent).json()["results"]]
+        assert get(client, f"/api/v1/requests/{req.id}", agent).json()["status"] == "pending"
+        assert str(req.id) in [r["id"] for r in snapshot()["pending"]]
+        client.force_login(operator)
+        assert req.summary in client.get("/queue/").content.decode()
+        assert "oversight_pending_requests 1.0" in client.get("/metrics").content.decode()
+        assert actions.expire_overdue() == 0
+    req.refresh_from_db()
+    assert req.status == Status.PENDING
 
 
 def test_it_costs_nothing_when_nothing_is_overdue(agent, short_timeouts, django_assert_num_queries):

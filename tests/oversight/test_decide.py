@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.test import Client
-from django.utils import timezone
 
 from oversight import actions
 from oversight.models import AuditEvent, OversightRequest, Source, Status
+from tests.conftest import past_deadline
 
 JSON = {"Accept": "application/json"}
 
@@ -81,9 +79,8 @@ def test_it_answers_409_with_the_winner_when_already_decided(client, operator, p
     assert pending.decided_by == "oscar"
 
 
-def test_it_answers_409_once_the_deadline_has_passed(client, operator, agent, short_timeouts, time_machine):
-    req = submit(agent, timeout_seconds=10)
-    time_machine.move_to(timezone.now() + timedelta(seconds=11))
+def test_it_answers_409_once_the_deadline_has_passed(client, operator, agent, short_timeouts):
+    req = past_deadline(submit(agent, timeout_seconds=10))
     client.force_login(operator)
     response = client.post(f"/requests/{req.id}/decide", {"outcome": "reject", "reason": "late"}, headers=JSON)
     assert response.status_code == 409

@@ -6,10 +6,10 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.db import close_old_connections
-from django.utils import timezone
 
 from oversight import actions
 from oversight.models import AuditEvent, OversightRequest, Policy, Source, Status
+from tests.conftest import past_deadline
 
 
 def _critical(agent, **kwargs):
@@ -62,30 +62,33 @@ def test_the_timeout_applies_the_policy_action_as_a_timeout(agent):
     actions.do_change_policy("delegate", {"timeout_action": "reject", "timeout_seconds": 60}, by="maria")
     req = _critical(agent)
     assert req.timeout_action == "reject"
-    with time_machine.travel(req.deadline + timedelta(milliseconds=1), tick=False):
-        assert actions.expire_due() == 1
+    past_deadline(req, 0.001)
+    assert actions.expire_due() == 1
     req.refresh_from_db()
     assert (req.status, req.decision_source, req.decided_by) == ("rejected", "timeout", "")
-    assert req.decided_at == req.deadline + timedelta(milliseconds=1)
+    assert req.decided_at >= req.deadline  # stamped by the database's clock when applied
+    assert req.decision_reason == "No decision before the deadline: the policy's timeout action (reject) applied."
 
 
 @pytest.mark.django_db
 def test_nothing_times_out_before_the_deadline(agent):
     req = _critical(agent)
-    with time_machine.travel(req.deadline - timedelta(milliseconds=1), tick=False):
-        assert actions.expire_due() == 0
-        assert actions.apply_timeout_if_due(OversightRequest.objects.get(id=req.id)).status == Status.PENDING
-    with time_machine.travel(req.deadline, tick=False):
-        assert actions.apply_timeout_if_due(OversightRequest.objects.get(id=req.id)).status == Status.APPROVED
+    past_deadline(req, -5)  # five seconds to go, by the database's clock
+    assert actions.expire_due() == 0
+    assert actions.apply_timeout_if_due(OversightRequest.objects.get(id=req.id)).status == Status.PENDING
+    past_deadline(req, 0)
+    assert actions.apply_timeout_if_due(OversightRequest.objects.get(id=req.id)).status == Status.APPROVED
 
 
 @pytest.mark.django_db
 def test_the_sweep_applies_a_batch_in_deadline_order(agent, short_timeouts):
     reqs = [_critical(agent, timeout_seconds=10 + i) for i in range(5)]
-    with time_machine.travel(timezone.now() + timedelta(seconds=13), tick=False):
-        assert actions.expire_due(batch=2) == 2
-        assert actions.expire_due(batch=10) == 2
-        assert actions.expire_due() == 0
+    for i, req in enumerate(reqs[:4]):
+        past_deadline(req, 10 - i)
+    assert actions.expire_due(batch=2) == 2
+    assert [OversightRequest.objects.get(id=r.id).status for r in reqs] == ["approved"] * 2 + ["pending"] * 3
+    assert actions.expire_due(batch=10) == 2
+    assert actions.expire_due() == 0
     statuses = [OversightRequest.objects.get(id=r.id).status for r in reqs]
     assert statuses == ["approved"] * 4 + ["pending"]
 
@@ -93,7 +96,8 @@ def test_the_sweep_applies_a_batch_in_deadline_order(agent, short_timeouts):
 @pytest.mark.django_db
 def test_an_operator_cannot_decide_after_the_deadline_even_if_no_worker_ran(agent):
     req = _critical(agent)
-    with time_machine.travel(req.deadline + timedelta(seconds=1), tick=False), pytest.raises(actions.AlreadyDecided) as lost:
+    past_deadline(req)
+    with pytest.raises(actions.AlreadyDecided) as lost:
         actions.do_decide(req.id, outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia", reason="late")
     assert lost.value.request.decision_source == Source.TIMEOUT
     req.refresh_from_db()
@@ -104,13 +108,14 @@ def test_an_operator_cannot_decide_after_the_deadline_even_if_no_worker_ran(agen
 def test_escalation_marks_the_request_once_at_its_time(agent):
     req = _critical(agent)  # default policy: 300 s, escalate after half
     assert (req.escalate_at - req.created_at).total_seconds() == 150
-    with time_machine.travel(req.escalate_at - timedelta(seconds=1), tick=False):
-        assert actions.escalate_due() == 0
-    with time_machine.travel(req.escalate_at, tick=False):
-        assert actions.escalate_due() == 1
-        assert actions.escalate_due() == 0
+    assert actions.escalate_due() == 0
+    with time_machine.travel(req.escalate_at + timedelta(seconds=1), tick=False):
+        assert actions.escalate_due() == 0  # this process's clock says due: the database's decides
+    OversightRequest.objects.filter(id=req.id).update(escalate_at=actions.db_now() - timedelta(milliseconds=1))
+    assert actions.escalate_due() == 1
+    assert actions.escalate_due() == 0
     req.refresh_from_db()
-    assert req.escalated_at == req.escalate_at and req.status == Status.PENDING
+    assert req.escalated_at is not None and req.status == Status.PENDING
     assert AuditEvent.objects.filter(request=req, kind="escalated").count() == 1
 
 
@@ -168,12 +173,12 @@ def test_many_operators_racing_make_exactly_one_decision(agent):
 def test_an_operator_and_the_timeout_racing_at_the_deadline_make_one_decision(agent, short_timeouts):
     Policy.objects.filter(is_current=True).update(reject_cooldown_seconds=0)  # the same request, asked five times
     for _ in range(5):
-        req = _critical(agent)
+        req = past_deadline(_critical(agent), -0.005)  # due in 5 ms by the database's clock: either may win
         workers = [
             lambda req=req: actions.do_decide(req.id, outcome=Status.REJECTED, source=Source.OPERATOR, by="olivia",
-                                              reason="r", now=req.deadline - timedelta(milliseconds=1)),
-            lambda req=req: actions.apply_timeout(req.id, req.timeout_action, now=req.deadline),
-            lambda req=req: actions.expire_due(now=req.deadline),
+                                              reason="r"),
+            lambda req=req: actions.apply_timeout_if_due(OversightRequest.objects.get(id=req.id)),
+            lambda: actions.expire_due(),
         ]
         _race(workers)
         req.refresh_from_db()
