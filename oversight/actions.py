@@ -530,11 +530,15 @@ def _claim_sql(ids: list | None, limit: int) -> tuple[str, list]:
         else:
             only = f"AND id IN ({', '.join(['%s'] * len(ids))})"
             due_params.extend(i.hex if hasattr(i, "hex") else str(i).replace("-", "") for i in ids)
-    due = f"SELECT id FROM {table} WHERE status = 'pending' AND deadline <= {now} {only} ORDER BY deadline LIMIT %s"  # noqa: S608 (constants only; values travel as parameters)
+    due = f"SELECT id FROM {table} WHERE status = 'pending' AND deadline <= {now} {only} ORDER BY deadline, id LIMIT %s"  # noqa: S608 (constants only; values travel as parameters)
     if connection.vendor == "postgresql":
-        # SKIP LOCKED: concurrent sweeps share out the due rows instead of queueing on
-        # them; MATERIALIZED: the locked set is computed once, not re-planned per row.
-        sql = f"""WITH due AS MATERIALIZED ({due} FOR UPDATE SKIP LOCKED)
+        # Sweeps (no ids) SKIP LOCKED: concurrent sweeps share out the due rows instead
+        # of queueing on them. A read of given requests waits for a claim in flight
+        # instead, so it answers with the decision that claim commits, never "pending"
+        # past the deadline; rows are locked in (deadline, id) order, so readers cannot
+        # deadlock one another. MATERIALIZED: the locked set is computed once.
+        lock = "FOR UPDATE" if ids is not None else "FOR UPDATE SKIP LOCKED"
+        sql = f"""WITH due AS MATERIALIZED ({due} {lock})
             UPDATE {table} AS r SET {sets.replace("timeout_action", "r.timeout_action")}
             FROM due WHERE r.id = due.id AND r.status = 'pending' RETURNING r.id"""  # noqa: S608
         return sql, [*due_params, limit, *reason]

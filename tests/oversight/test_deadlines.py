@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from oversight import actions, deadlines, receipts
 from oversight.models import AuditEvent, Delivery, OversightRequest, Source, Status
-from tests.conftest import past_deadline
+from tests.conftest import other_workers_paused, past_deadline
 
 
 @pytest.fixture(autouse=True)
@@ -209,17 +209,18 @@ def test_processes_sweeping_the_same_due_requests_time_each_out_exactly_once(age
     submission = actions.Submission(operation="delegate", summary="s", payload={}, metrics={"memory_pressure": 91.0},
                                     timeout_seconds=60, callback_url="https://agent.example/cb")
     requests = [actions.do_submit(agent.agent, submission)[0] for _ in range(500)]
-    OversightRequest.objects.filter(id__in=[r.id for r in requests]).update(
-        deadline=past_deadline(requests[0]).deadline
-    )
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(4), context.Queue()
     processes = [context.Process(target=sweep, args=(live_database_url(), barrier, results)) for _ in range(4)]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(30)
+    with other_workers_paused():  # the session's live beat would claim them first
+        OversightRequest.objects.filter(id__in=[r.id for r in requests]).update(
+            deadline=past_deadline(requests[0]).deadline
+        )
+        for process in processes:
+            process.start()
+        outcomes = [results.get(timeout=120) for _ in processes]
+        for process in processes:
+            process.join(30)
     assert [kind for kind, _ in outcomes] == ["won"] * 4, outcomes
     won = [request_id for _, ids in outcomes for request_id in ids]
     assert sorted(won) == sorted(str(r.id) for r in requests)  # each once, none left out
@@ -229,3 +230,44 @@ def test_processes_sweeping_the_same_due_requests_time_each_out_exactly_once(age
     assert decided.count() == 500 and decided.values("request_id").distinct().count() == 500
     callbacks = Delivery.objects.filter(request_id__in=ids, kind=Delivery.Kind.CALLBACK)
     assert callbacks.count() == 500 and callbacks.values("request_id").distinct().count() == 500
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_past_the_deadline_waits_for_a_claim_in_flight_and_answers_its_decision(agent):
+    """A sweep has claimed the request but not committed yet: a read of it (an agent's
+    GET, an operator's losing decide) must answer the timeout that sweep is about to
+    commit, not "pending" past the deadline."""
+    from django.db import connection, transaction
+
+    with other_workers_paused():
+        req = past_deadline(submit(agent, timeout_seconds=300))
+        claimed, commit = threading.Event(), threading.Event()
+
+        def sweep_in_flight():
+            try:
+                with transaction.atomic():
+                    assert [r.id for r in actions.claim_timeouts()] == [req.id]
+                    claimed.set()
+                    commit.wait(10)
+            finally:
+                connection.close()
+
+        answers = []
+
+        def read():
+            try:
+                answers.append(actions.apply_timeout_if_due(OversightRequest.objects.get(id=req.id)))
+            finally:
+                connection.close()
+
+        sweeper = threading.Thread(target=sweep_in_flight)
+        sweeper.start()
+        assert claimed.wait(10)
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(0.5)  # still waiting for the sweep's commit (or, before, answered "pending")
+        commit.set()
+        sweeper.join(10)
+        reader.join(10)
+    assert [(a.status, a.decision_source) for a in answers] == [(Status.APPROVED, Source.TIMEOUT)]
+    assert req.events.filter(kind=AuditEvent.Kind.DECIDED).count() == 1
