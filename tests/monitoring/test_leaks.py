@@ -47,7 +47,7 @@ def first_alarm(points):
     epoch = [(at.timestamp(), float(v)) for at, v in points]
     for k in range(1, 37):
         now = T0.timestamp() + k * 300
-        end = detector.span_end(now, P.window)
+        end = detector.span_end(now, P.step)
         verdict = detector.judge([pt for pt in epoch if pt[0] < end], end, P)
         if verdict is not None and verdict.leaking:
             return k * 5
@@ -57,7 +57,7 @@ def first_alarm(points):
 def test_it_finds_a_10_mib_an_hour_leak_within_the_hour_with_its_rate():
     points = series(leaking)
     assert first_alarm(points) <= 60
-    end = detector.span_end((T0 + timedelta(minutes=90)).timestamp(), P.window)
+    end = detector.span_end((T0 + timedelta(minutes=90)).timestamp(), P.step)
     verdict = detector.judge([(at.timestamp(), float(v)) for at, v in points], end, P)
     assert verdict.leaking and verdict.slope_per_hour == pytest.approx(10 * MIB, rel=0.3)
 
@@ -77,7 +77,7 @@ def test_it_ignores_spikes_on_a_flat_process():
 
 def test_it_reads_a_window_without_samples_as_a_stop():
     points = [(at.timestamp(), float(v)) for at, v in series(leaking, minutes=60)]
-    end = detector.span_end((T0 + timedelta(minutes=95)).timestamp(), P.window)
+    end = detector.span_end((T0 + timedelta(minutes=95)).timestamp(), P.step)
     verdict = detector.judge(points, end, P)
     assert verdict is not None and verdict.stopped and not verdict.leaking
 
