@@ -1,8 +1,8 @@
 """A labelled corpus of process memory series for the leak detector (fixed seed).
 
 Every series is three hours of samples every 10 s (the SDK reporter's default interval)
-with AR(1) noise (φ = 0.6, σ = 1.5 MiB; 5 MiB for the noisy leaks) on a level between
-150 and 800 MiB. Leaks carry their rate and onset; healthy shapes carry none.
+with AR(1) noise (φ = 0.6, σ = 1.5 MiB; 5 MiB for the noisy leaks and the noisy healthy
+shapes) on a level between 150 and 800 MiB. Leaks carry their rate and onset; healthy shapes carry none.
 """
 
 from __future__ import annotations
