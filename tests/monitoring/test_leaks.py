@@ -62,6 +62,24 @@ def test_it_finds_a_10_mib_an_hour_leak_within_the_hour_with_its_rate():
     assert verdict.leaking and verdict.slope_per_hour == pytest.approx(10 * MIB, rel=0.3)
 
 
+def test_a_fast_leak_is_found_by_the_streak_of_steep_windows():
+    points = series(lambda m: 400 * MIB + 60 * MIB * m / 60)
+    assert first_alarm(points) <= 50
+    end = detector.span_end((T0 + timedelta(minutes=50)).timestamp(), P.step)
+    verdict = detector.judge([(at.timestamp(), float(v)) for at, v in points], end, P)
+    assert verdict.leaking and verdict.reason == "a streak of steep windows"
+
+
+def test_a_slow_noisy_leak_whose_evidence_dips_below_the_raising_z_is_not_cleared():
+    # Hysteresis: raised at z >= 3, kept while the evidence dips (here to z 2.1 at 65 min).
+    points = [(at.timestamp(), float(v))
+              for at, v in series(lambda m: 400 * MIB + 5 * MIB * m / 60, seed=6, sigma=4)]
+    verdicts = [detector.judge([pt for pt in points if pt[0] < end], end, P)
+                for end in (detector.span_end((T0 + timedelta(minutes=m)).timestamp(), P.step) for m in (60, 65))]
+    assert verdicts[0].leaking
+    assert 1 <= verdicts[1].z < P.z_slope and not verdicts[1].leaking and not verdicts[1].stopped
+
+
 @pytest.mark.parametrize("shape", [warm_up, one_step, oscillating], ids=["warm-up", "single step", "oscillation"])
 def test_it_never_flags_a_warm_up_a_step_or_an_oscillation(shape):
     for seed in range(3):
