@@ -18,7 +18,9 @@ over the span). Neighbouring samples of real memory are correlated, and a curved
 (a warm-up, an oscillation) leaves long runs of residuals of one sign; both make ρ
 large and the slope *less* significant, where Mann–Kendall's p-value on raw points, which
 assumes independent points, made them look far more significant than they were. The
-slope's z is slope / standard error.
+slope's z is slope / standard error; the z a rule asks for is moved to Student's t for
+the fit's n − 2 degrees of freedom (`needed`: a 15-block window needs 5.3 for 4, a
+60-block span 3.1 for 3).
 
 A process is **leaking** when one of two rules finds the rise significant:
 
@@ -110,10 +112,18 @@ class Fit:
     se: float  # standard error of the slope, bytes per hour
     sigma: float  # one block's noise, inflated for autocorrelation
     ssr: float
+    df: int  # degrees of freedom of the noise estimate
 
     @property
     def z(self) -> float:
         return self.slope / self.se if self.se > 0 else 0.0
+
+
+def needed(z: float, df: int) -> float:
+    """The z a slope needs when its noise is estimated from `df` degrees of freedom: the
+    normal quantile `z` moved to Student's t (Cornish–Fisher, first order), so a short
+    window, whose σ is itself uncertain, needs more."""
+    return z * (1 + (z * z + 1) / (4 * df))
 
 
 def span_end(now: float, step: float) -> float:
@@ -138,7 +148,7 @@ def fit(xs: list[float], ys: list[float]) -> Fit | None:
     lag = sum(r0 * r1 for r0, r1 in itertools.pairwise(res))
     rho = min(MAX_RHO, max(MIN_RHO, lag / ssr)) if ssr > 0 else 0.0
     sigma = max(MIN_NOISE, math.sqrt(ssr / (n - 2)) * math.sqrt((1 + rho) / (1 - rho)))
-    return Fit(b, a, sigma / math.sqrt(sxx), sigma, ssr)
+    return Fit(b, a, sigma / math.sqrt(sxx), sigma, ssr, n - 2)
 
 
 def curvature(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
@@ -251,7 +261,7 @@ def judge(points: list[tuple[float, float]], end: float, p: Params = Params()) -
         wx = [(i + 0.5) * p.block / 3600 for i, b in enumerate(w) if b]
         wy = [_median(b) for b in w if b]
         f = fit(wx, wy) if len(wx) >= p.coverage * last_window else None
-        if f is None or f.z < p.z_streak or f.slope < floor:
+        if f is None or f.z < needed(p.z_streak, f.df) or f.slope < floor:
             break
         fits.append(f)
         medians.append(_median(wy))
@@ -264,7 +274,7 @@ def judge(points: list[tuple[float, float]], end: float, p: Params = Params()) -
     )
 
     # Rule (b): the slope over the span. Both rules then face the same guards.
-    if not steep and line.z < p.z_slope:
+    if not steep and line.z < needed(p.z_slope, line.df):
         return verdict(False, "not significant")
     net_rate = (levels[-1] - levels[0]) / (width * 3 / 4) if len(levels) == 4 else 0.0
     if line.slope < floor or net_rate < floor:
