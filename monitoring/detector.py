@@ -65,7 +65,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MIN_NOISE = 64 * 1024  # bytes: a level is never known better than this
 MAX_RHO = 0.9
@@ -88,6 +88,8 @@ class Params:
     z_clear: float = 1.0
     step_ratio: float = 0.5  # a step fit with less than this share of a line's residual is a step
     plateau_ratio: float = 0.5
+    envelope_block: float = 180.0
+    envelope_ratio: float = 0.6
 
     def span(self) -> float:
         return max(self.span_seconds, self.streak * self.window)
@@ -212,6 +214,16 @@ def _median(values: list[float]) -> float:
 def judge(points: list[tuple[float, float]], end: float, p: Params = Params()) -> Verdict | None:
     """Judge (epoch seconds, rss) points as of `end` (a step boundary): the `span` before it
     and `history` before that. None when the span holds too few samples to judge."""
+    middle = _judge(points, end, p, _median)
+    if middle is None or middle.leaking or p.envelope_block <= 0:
+        return middle
+    low = _judge(points, end, replace(p, block=p.envelope_block), min)
+    if low is None or not low.leaking or low.noise > p.envelope_ratio * middle.noise:
+        return middle
+    return replace(low, stopped=middle.stopped and low.stopped, reason=low.reason + " (lower envelope)")
+
+
+def _judge(points: list[tuple[float, float]], end: float, p: Params, value) -> Verdict | None:
     span = p.span()
     start = end - span
     per_block = round(span / p.block)
@@ -219,7 +231,7 @@ def judge(points: list[tuple[float, float]], end: float, p: Params = Params()) -
     buckets = _blocks(points, start - p.history, p.block, hist_blocks + per_block)
     history, current = buckets[:hist_blocks], buckets[hist_blocks:]
     xs = [(i + 0.5) * p.block / 3600 for i, b in enumerate(current) if b]
-    ys = [_median(b) for b in current if b]
+    ys = [value(b) for b in current if b]
     last_window = round(p.window / p.block)
     if len(xs) < p.coverage * per_block:
         if xs and not any(current[-last_window:]):
@@ -259,7 +271,7 @@ def judge(points: list[tuple[float, float]], end: float, p: Params = Params()) -
     medians: list[float] = []
     for w in windows:
         wx = [(i + 0.5) * p.block / 3600 for i, b in enumerate(w) if b]
-        wy = [_median(b) for b in w if b]
+        wy = [value(b) for b in w if b]
         f = fit(wx, wy) if len(wx) >= p.coverage * last_window else None
         if f is None or f.z < needed(p.z_streak, f.df) or f.slope < floor:
             break
@@ -291,7 +303,7 @@ def judge(points: list[tuple[float, float]], end: float, p: Params = Params()) -
             return verdict(False, "bending over: a plateau")
     hx = [(i + 0.5) * p.block / 3600 for i, b in enumerate(history) if b]
     if len(hx) >= hist_blocks / 2:
-        before = fit(hx, [_median(b) for b in history if b])
+        before = fit(hx, [value(b) for b in history if b])
         if before is not None and line.slope < p.plateau_ratio * before.slope \
                 and before.slope - line.slope > 2 * math.hypot(before.se, line.se):
             return verdict(False, "slowing down: a plateau")
@@ -301,7 +313,7 @@ def judge(points: list[tuple[float, float]], end: float, p: Params = Params()) -
         return verdict(False, "a fall")
     past = []
     for i in range(0, hist_blocks - last_window + 1, last_window):
-        vals = [_median(b) for b in history[i: i + last_window] if b]
+        vals = [value(b) for b in history[i: i + last_window] if b]
         if len(vals) >= last_window / 2:
             past.append(_median(vals))
     if past and levels[-1] - max(past) <= (levels[-1] - levels[0]) / 2:
