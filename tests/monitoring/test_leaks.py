@@ -80,6 +80,27 @@ def test_a_slow_noisy_leak_whose_evidence_dips_below_the_raising_z_is_not_cleare
     assert 1 <= verdicts[1].z < P.z_slope and not verdicts[1].leaking and not verdicts[1].stopped
 
 
+def test_a_slow_leak_under_a_gc_sawtooth_is_found_within_the_hour_by_its_lower_envelope():
+    # The block medians swing with the sawtooth's phase; the post-GC level is what rises.
+    for seed in (4, 5):
+        points = series(lambda m: 400 * MIB + 5 * MIB * m / 60 + 30 * MIB * (m * 60 % 170) / 170, seed=seed)
+        assert first_alarm(points) <= 60
+
+
+@pytest.mark.parametrize(("name", "seed"), [("leak-gc-sawtooth-5-0", 12), ("leak-gc-sawtooth-5-0", 109)])
+def test_bench_sawtooth_leaks_the_block_medians_found_late_are_found_within_the_hour(name, seed):
+    from bench.leak_corpus import EVERY, corpus
+
+    s = next(c for c in corpus(seed) if c.name == name)
+    points = [(BENCH_T0 + timedelta(seconds=i * EVERY), v) for i, v in enumerate(s.values)]
+    minute = first_alarm(points)
+    assert minute is not None and minute <= 60
+    end = detector.span_end((BENCH_T0 + timedelta(minutes=minute)).timestamp(), P.step)
+    verdict = detector.judge([(at.timestamp(), float(v)) for at, v in points
+                              if at.timestamp() < end], end, P)
+    assert verdict.leaking and verdict.reason.endswith("(lower envelope)")
+
+
 @pytest.mark.parametrize("shape", [warm_up, one_step, oscillating], ids=["warm-up", "single step", "oscillation"])
 def test_it_never_flags_a_warm_up_a_step_or_an_oscillation(shape):
     for seed in range(3):
@@ -98,6 +119,10 @@ EARLIER_FALSE_ALARMS = [
     ("healthy-warm-up-fast-1", 109, 60),
     ("healthy-warm-up-slow-noisy-1", 100, 180),
     ("healthy-restart-pid-reused-0", 108, 60),
+    # Flagged by the lower envelope when it was judged on every series, not only where it
+    # is the clearly quieter line.
+    ("healthy-flat-noisy-1", 109, 65),
+    ("healthy-warm-up-fast-0", 109, 75),
 ]
 
 
