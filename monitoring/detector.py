@@ -9,6 +9,17 @@ samples always give the same verdict.
 epoch; a block's value is the median of its samples, so a spike moves it by one rank,
 never by its height, and a sawtooth averages out.
 
+**The lower envelope.** Under a GC sawtooth (memory climbs, a collection drops it) a
+1-minute block holds part of a cycle, so its median swings with the cycle's phase and
+hides a slow leak; what a leak raises is the post-GC level. When the block medians do not
+find a leak, the series is judged a second time, by the same rules and guards, on
+3-minute blocks (`envelope_block`, longer than a typical collection cycle) valued by
+their *minimum*; that verdict is taken only when its slope's standard error is under
+`envelope_ratio` (0.6) of the medians' (the envelope is clearly the quieter line, as for
+a sawtooth; on plain noise the minimum of a block is no quieter than its median, and a
+second look there would only add false alarms). A process then stops being a suspect
+only when both looks say stopped.
+
 **An honest noise estimate.** A line is fitted (least squares) to the block values of a
 stretch of time. Its slope's standard error is taken from the *residuals* of that fit,
 not from an independence assumption: σ² = Σ r² / (n − 2), then scaled by
@@ -88,8 +99,8 @@ class Params:
     z_clear: float = 1.0
     step_ratio: float = 0.5  # a step fit with less than this share of a line's residual is a step
     plateau_ratio: float = 0.5
-    envelope_block: float = 180.0
-    envelope_ratio: float = 0.6
+    envelope_block: float = 180.0  # seconds per lower-envelope block (0: no second look)
+    envelope_ratio: float = 0.6  # the envelope's slope SE must be under this share of the medians'
 
     def span(self) -> float:
         return max(self.span_seconds, self.streak * self.window)
