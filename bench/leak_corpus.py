@@ -1,8 +1,8 @@
 """A labelled corpus of process memory series for the leak detector (fixed seed).
 
 Every series is three hours of samples every 10 s (the SDK reporter's default interval)
-with AR(1) noise (φ = 0.6, σ = 1.5 MiB; 5 MiB for the noisy leaks) on a level between
-150 and 800 MiB. Leaks carry their rate and onset; healthy shapes carry none.
+with AR(1) noise (φ = 0.6, σ = 1.5 MiB; 5 MiB for the noisy leaks and the noisy healthy
+shapes) on a level between 150 and 800 MiB. Leaks carry their rate and onset; healthy shapes carry none.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ EVERY = 10.0  # seconds between samples
 LEAK_RATES = [1, 2, 3, 5, 10, 20, 50, 100]  # MiB/h
 LEAK_SHAPES = ["linear", "gc-sawtooth", "late-onset", "bursty", "noisy"]
 HEALTHY_SHAPES = [
-    "flat", "gc-sawtooth", "warm-up-fast", "warm-up-slow", "spikes", "oscillation-slow",
+    "flat", "flat-noisy", "gc-sawtooth", "warm-up-fast", "warm-up-slow", "warm-up-slow-noisy", "spikes",
+    "oscillation-slow",
     "oscillation-fast", "rise-and-release", "single-step", "restart-pid-reused",
 ]
 REPEATS = 2
@@ -75,7 +76,7 @@ def _leak(shape: str, rate: float, rng: random.Random, n: int) -> tuple[list[flo
 
 def _healthy(shape: str, rng: random.Random, n: int) -> list[float]:
     base = rng.uniform(150, 800) * MIB
-    noise = _noise(rng, n, 1.5 * MIB)
+    noise = _noise(rng, n, (5 if shape.endswith("-noisy") else 1.5) * MIB)
     spikes = {rng.randrange(n) for _ in range(n // 100)}
     values = []
     for i in range(n):
@@ -85,7 +86,7 @@ def _healthy(shape: str, rng: random.Random, n: int) -> list[float]:
             v += _sawtooth(t, 40 * MIB, 170.0)
         elif shape == "warm-up-fast":
             v += 300 * MIB * (1 - math.exp(-m / 3))
-        elif shape == "warm-up-slow":
+        elif shape in ("warm-up-slow", "warm-up-slow-noisy"):
             v += 300 * MIB * (1 - math.exp(-m / 20))
         elif shape == "spikes":
             if i in spikes:

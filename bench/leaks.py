@@ -13,7 +13,8 @@
    steps of MONITORING_LEAK_SCAN_SECONDS and at each step the periodic task
    (`monitoring.leak_scan`) runs, exactly as beat would run it. Printed: recall by leak
    rate (found within 60 minutes of onset, and found at all), recall by shape for the
-   rates ≥ 5 MiB/h, false alarms by healthy shape, and detection delays.
+   rates ≥ 5 MiB/h, false alarms by healthy shape, and detection delays. `--seeds 100-119`
+   runs the corpus of each seed in turn (a line per seed, then the tables pooled).
 2. Cost: one scan over --processes agent processes × 2 h of samples every 10 s
    (CPU seconds of this process, and wall time), beside the scan interval.
 """
@@ -38,6 +39,7 @@ from oversight.runner import Supervisor  # noqa: E402
 
 T0 = datetime(2026, 11, 2, 9, 3, 20, tzinfo=UTC)  # not on a window boundary
 GOAL_MINUTES = 60
+SEED = 12
 
 
 def store_corpus(agent, series) -> None:
@@ -70,39 +72,58 @@ def run_scans(hours: float) -> int:
     return scans
 
 
-def quality(agent) -> None:
-    from monitoring.models import LeakFinding
+def measure(agent, seed: int) -> dict:
+    """Store the corpus of `seed`, run the periodic task over it, and score the findings."""
+    from monitoring.models import AgentSample, HostSample, LeakFinding
 
-    series = corpus()
+    AgentSample.objects.all().delete()
+    HostSample.objects.all().delete()
+    LeakFinding.objects.all().delete()
+    series = corpus(seed)
     store_corpus(agent, series)
     started = time.perf_counter()
     scans = run_scans(3.0)
     elapsed = time.perf_counter() - started
-    first = {}
+    first: dict[int, datetime] = {}
+    episodes: dict[int, int] = defaultdict(int)
     for f in LeakFinding.objects.order_by("detected_at"):
         first.setdefault(f.pid - 1000, f.detected_at)
-    delays: dict[float, list[float]] = defaultdict(list)
-    by_rate: dict[float, list[bool]] = defaultdict(list)
-    at_all: dict[float, list[bool]] = defaultdict(list)
-    by_shape: dict[str, list[bool]] = defaultdict(list)
-    alarms: dict[str, int] = defaultdict(int)
-    misses = []
+        episodes[f.pid - 1000] += 1
+    out = {"seed": seed, "series": series, "scans": scans, "elapsed": elapsed, "delays": defaultdict(list),
+           "by_rate": defaultdict(list), "at_all": defaultdict(list), "by_shape": defaultdict(list),
+           "alarms": defaultdict(int), "misses": [], "false": [], "split": []}
     for n, s in enumerate(series):
         detected = first.get(n)
         if s.kind == "healthy":
-            alarms[s.shape] += detected is not None
+            out["alarms"][s.shape] += detected is not None
+            if detected is not None:
+                out["false"].append(f"{s.name} ({(detected - T0).total_seconds() / 60:.0f} min)")
             continue
         delay = None if detected is None else (detected - T0).total_seconds() / 60 - s.onset_s / 60
         in_time = delay is not None and delay <= GOAL_MINUTES
-        by_rate[s.rate_mib_h].append(in_time)
-        at_all[s.rate_mib_h].append(delay is not None)
+        out["by_rate"][s.rate_mib_h].append(in_time)
+        out["at_all"][s.rate_mib_h].append(delay is not None)
+        if episodes[n] > 1:
+            out["split"].append(f"{s.name} ({episodes[n]} findings)")
         if delay is not None:
-            delays[s.rate_mib_h].append(delay)
+            out["delays"][s.rate_mib_h].append(delay)
         if s.rate_mib_h >= 5:
-            by_shape[s.shape].append(in_time)
+            out["by_shape"][s.shape].append(in_time)
             if not in_time:
-                misses.append(f"{s.name} ({'never' if delay is None else f'{delay:.0f} min'})")
-    print(f"{len(series)} series, {scans} scans of the periodic task over 3 h of sample time ({elapsed:.1f} s)\n")
+                out["misses"].append(f"{s.name} ({'never' if delay is None else f'{delay:.0f} min'})")
+    return out
+
+
+def print_tables(runs: list[dict]) -> None:
+    """Recall by rate and by shape, false alarms by shape, delays: pooled over `runs`."""
+    def pooled(key: str) -> dict:
+        merged: dict = defaultdict(list)
+        for r in runs:
+            for k, v in r[key].items():
+                merged[k] += v
+        return merged
+
+    delays, by_rate, at_all, by_shape = pooled("delays"), pooled("by_rate"), pooled("at_all"), pooled("by_shape")
     print("| leak rate | recall ≤ 60 min | recall in 3 h | median delay | max delay |")
     print("|---:|---:|---:|---:|---:|")
     for rate in LEAK_RATES:
@@ -118,19 +139,40 @@ def quality(agent) -> None:
     print("|---|---:|---:|")
     total = 0
     for shape in HEALTHY_SHAPES:
-        count = sum(1 for s in series if s.kind == "healthy" and s.shape == shape)
-        total += alarms[shape]
-        print(f"| {shape} | {count} | {alarms[shape]} |")
-    print(f"\nfalse alarms: {total}; leaks ≥ 5 MiB/h missed within 60 min: {', '.join(misses) or 'none'}")
+        count = sum(1 for r in runs for s in r["series"] if s.kind == "healthy" and s.shape == shape)
+        alarms = sum(r["alarms"][shape] for r in runs)
+        total += alarms
+        print(f"| {shape} | {count} | {alarms} |")
+    print(f"\nfalse alarms: {total}; leaks ≥ 5 MiB/h missed within 60 min: "
+          f"{', '.join(m for r in runs for m in r['misses']) or 'none'}")
+    print(f"leaks split into several findings: {', '.join(m for r in runs for m in r['split']) or 'none'}")
+
+
+def quality(agent, seeds: list[int]) -> None:
+    runs = []
+    for seed in seeds:
+        run = measure(agent, seed)
+        runs.append(run)
+        if len(seeds) > 1:
+            found = sum(v for r in run["by_rate"] if r >= 5 for v in run["by_rate"][r])
+            wanted = sum(len(run["by_rate"][r]) for r in run["by_rate"] if r >= 5)
+            print(f"seed {seed}: recall ≥ 5 MiB/h within 60 min {found}/{wanted}, "
+                  f"false alarms {len(run['false'])} {', '.join(run['false'])}; "
+                  f"{run['scans']} scans in {run['elapsed']:.1f} s", flush=True)
+    first = runs[0]
+    print(f"\n{len(first['series'])} series per seed, seeds {', '.join(str(s) for s in seeds)}; "
+          f"{first['scans']} scans of the periodic task over 3 h of sample time each\n")
+    print_tables(runs)
 
 
 def cost(agent, processes: int) -> None:
     from django.conf import settings
 
     from monitoring.leaks import scan
-    from monitoring.models import AgentSample
+    from monitoring.models import AgentSample, LeakFinding
 
     AgentSample.objects.all().delete()
+    LeakFinding.objects.all().delete()
     start = T0 + timedelta(days=1)
     per = int(2 * 3600 / EVERY)
     batch = []
@@ -154,9 +196,19 @@ def cost(agent, processes: int) -> None:
           f"{cpu:.2f} s CPU, {wall:.2f} s wall (best of 3); scan interval {settings.MONITORING_LEAK_SCAN_SECONDS:.0f} s")
 
 
+def seeds(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        out += list(range(int(low), int(high or low) + 1))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--processes", type=int, default=1000, help="processes in the cost run (0: skip it)")
+    parser.add_argument("--seeds", default=str(SEED),
+                        help=f"corpus seeds: a list and/or ranges, e.g. 100-119 or 12,100-104 (default {SEED})")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="oversight-bench-"))
     supervisor = Supervisor(prefix_logs=False)
@@ -168,7 +220,7 @@ def main() -> int:
 
         agent = Agent.objects.order_by("-id").first()
         print(f"database: {env['DATABASE_URL'].split('://')[0]}")
-        quality(agent)
+        quality(agent, seeds(args.seeds))
         if args.processes:
             cost(agent, args.processes)
         return 0

@@ -1,7 +1,8 @@
 """Leak detection over stored samples: the scan the periodic task and `leakscan` run.
 
-The judgement itself (fixed windows over sample time, batch-means noise, a streak of
-rises, floors, plateau, step and new-high checks) is `monitoring.detector`; this module
+The judgement itself (fixed windows over sample time, a slope's z from its residuals
+inflated for autocorrelation, a streak of steep windows or a significant slope over the
+span, floors, plateau, step, fall and new-high guards) is `monitoring.detector`; this module
 feeds it every process that sent samples in the span, from two sources:
 
 - agents' processes (`AgentSample`, pushed with the SDK's memory reporter), and
@@ -12,10 +13,10 @@ Samples are judged by their own `at`, never by when they arrived, so a scan "as 
 past moment sees what it would have seen then, and agents may backfill.
 
 A finding's life: `suspected` when the detector first says leaking (pushed live as
-`leak.suspected`); refreshed while the leak goes on; `cleared` when the trend stops (the
-level did not grow over the last two windows, or the process fell silent); `dismissed`
-when an operator marks it a false positive (write-once, with who, when and why). A
-dismissed episode stays dismissed while it goes on; when it ends it gets its `cleared_at`
+`leak.suspected`); refreshed while the leak goes on; `cleared` when the trend stops
+(the span's slope lost its significance and the level made no new high, or the process
+fell silent); `dismissed` when an operator marks it a false positive (write-once, with
+who, when and why). A dismissed episode stays dismissed while it goes on; when it ends it gets its `cleared_at`
 (keeping its status), and a new leak of the same process is a new finding.
 """
 
@@ -43,11 +44,15 @@ Key = tuple[int | None, str, int]  # (agent id or None for a host process, host,
 
 def params() -> Params:
     return Params(
+        step=max(60.0, round(settings.MONITORING_LEAK_SCAN_SECONDS / 60) * 60.0),
         window=settings.MONITORING_LEAK_WINDOW_MINUTES * 60.0,
         streak=settings.MONITORING_LEAK_STREAK,
+        span_seconds=settings.MONITORING_LEAK_SPAN_MINUTES * 60.0,
         history=settings.MONITORING_LEAK_HISTORY_MINUTES * 60.0,
         floor_abs=settings.MONITORING_LEAK_MIN_SLOPE_BYTES_PER_HOUR,
         floor_rel=settings.MONITORING_LEAK_MIN_GROWTH_PERCENT_PER_HOUR / 100,
+        z_slope=settings.MONITORING_LEAK_Z_SLOPE,
+        z_streak=settings.MONITORING_LEAK_Z_STREAK,
     )
 
 
@@ -124,7 +129,7 @@ def scan(now: datetime | None = None) -> int:
 
 def handle_one_scan(now: datetime) -> int:
     p = params()
-    end = span_end(_epoch(now), p.window)
+    end = span_end(_epoch(now), p.step)
     series = load_series(_moment(end - p.span() - p.history), _moment(end))
     ongoing = Q(status=LeakStatus.SUSPECTED) | Q(status=LeakStatus.DISMISSED, cleared_at__isnull=True)
     active = {(f.agent_id, f.host, f.pid): f for f in LeakFinding.objects.filter(ongoing).order_by("detected_at")}
@@ -146,7 +151,7 @@ def handle_one_verdict(key: Key, process: str, verdict: Verdict, current: LeakFi
     seen = _moment(end)
     if verdict.leaking:
         exhaustion = exhaustion_at(host, verdict.level, verdict.slope_per_hour, seen)
-        confidence = round(1 - verdict.noise / max(verdict.levels[-1] - verdict.levels[0], verdict.noise * 1.0001), 4)
+        confidence = round(max(0.0, 1 - 1 / verdict.z), 4) if verdict.z > 0 else 0.0
         fields = {
             "slope_bytes_per_hour": verdict.slope_per_hour, "exhaustion_at": exhaustion, "confidence": confidence,
             "rss_bytes": int(verdict.level), "last_seen_at": seen,
@@ -255,8 +260,7 @@ def evidence(finding: LeakFinding, limit: int = 5) -> dict:
     objects found in reference cycles, and tracemalloc's top growth sites."""
     if finding.agent_id is None:
         return {"gc_uncollectable": None, "cycles_found": None, "top_growth": []}
-    since = finding.detected_at - timedelta(minutes=settings.MONITORING_LEAK_WINDOW_MINUTES
-                                            * (settings.MONITORING_LEAK_STREAK + 1))
+    since = finding.detected_at - timedelta(seconds=params().span())
     rows = AgentSample.objects.filter(
         agent_id=finding.agent_id, host=finding.host, pid=finding.pid, at__gte=since, at__lte=finding.last_seen_at
     ).values_list("gc_uncollectable", "cycles_found", "tracemalloc_top")

@@ -364,13 +364,17 @@ MONITORING_CRITICAL_RAISE = env_float("MONITORING_CRITICAL_RAISE", 90.0, minimum
 MONITORING_CRITICAL_CLEAR = env_float("MONITORING_CRITICAL_CLEAR", 85.0, minimum=0, maximum=100)
 MONITORING_ALERT_FOR_SECONDS = env_float("MONITORING_ALERT_FOR_SECONDS", 30.0, minimum=0)
 MONITORING_HOST_PRESSURE_MAX_AGE = env_float("MONITORING_HOST_PRESSURE_MAX_AGE", 60.0, minimum=1)
-# Leak detection (monitoring/detector.py): fixed windows of this length over sample
-# time, a streak of rises over STREAK + 1 of them, a new high over HISTORY minutes, a
-# rate above both floors; scanned every MONITORING_LEAK_SCAN_SECONDS.
-MONITORING_LEAK_WINDOW_MINUTES = env_int("MONITORING_LEAK_WINDOW_MINUTES", 15, minimum=1)
-MONITORING_LEAK_STREAK = env_int("MONITORING_LEAK_STREAK", 2, minimum=1, maximum=12)
+# Leak detection (monitoring/detector.py): judged at every scan over fixed windows of
+# sample time: a slope over SPAN minutes with z >= Z_SLOPE, or STREAK consecutive
+# WINDOW-minute windows each with z >= Z_STREAK; guards against plateaus, steps, falls
+# and no new high over HISTORY minutes; a rate above both floors.
+MONITORING_LEAK_SPAN_MINUTES = env_int("MONITORING_LEAK_SPAN_MINUTES", 60, minimum=15, maximum=24 * 60)
+MONITORING_LEAK_WINDOW_MINUTES = env_int("MONITORING_LEAK_WINDOW_MINUTES", 15, minimum=6)
+MONITORING_LEAK_STREAK = env_int("MONITORING_LEAK_STREAK", 3, minimum=1, maximum=12)
+MONITORING_LEAK_Z_SLOPE = env_float("MONITORING_LEAK_Z_SLOPE", 3.0, minimum=1)
+MONITORING_LEAK_Z_STREAK = env_float("MONITORING_LEAK_Z_STREAK", 4.0, minimum=1)
 MONITORING_LEAK_HISTORY_MINUTES = env_int("MONITORING_LEAK_HISTORY_MINUTES", 60, minimum=0)
-MONITORING_LEAK_MIN_SLOPE_BYTES_PER_HOUR = env_float("MONITORING_LEAK_MIN_SLOPE_BYTES_PER_HOUR", 2097152.0, minimum=0)
+MONITORING_LEAK_MIN_SLOPE_BYTES_PER_HOUR = env_float("MONITORING_LEAK_MIN_SLOPE_BYTES_PER_HOUR", 3145728.0, minimum=0)
 MONITORING_LEAK_MIN_GROWTH_PERCENT_PER_HOUR = env_float("MONITORING_LEAK_MIN_GROWTH_PERCENT_PER_HOUR", 0.5, minimum=0)
 # The workers' top-process samples feed the same detector (hosts without the SDK).
 MONITORING_LEAK_HOST_PROCESSES = env_bool("MONITORING_LEAK_HOST_PROCESSES", True)

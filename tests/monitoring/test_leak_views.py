@@ -101,7 +101,8 @@ def test_a_findings_series_comes_with_its_fitted_line(client, operator, agent):
     body = login(client, operator).get(f"/monitoring/leaks/{f.id}.json").json()
     assert len(body["points"]) == 10
     assert body["fit"][-1]["rss"] == 500 * MIB
-    assert body["fit"][0]["rss"] == pytest.approx(500 * MIB - 12 * MIB * 0.75, rel=1e-6)
+    # The fitted line spans the judged span: 60 minutes (MONITORING_LEAK_SPAN_MINUTES).
+    assert body["fit"][0]["rss"] == pytest.approx(500 * MIB - 12 * MIB * 1.0, rel=1e-6)
     assert client.get("/monitoring/leaks/424242.json").status_code == 404
 
 
