@@ -20,13 +20,18 @@ def quorum_policy(**extra):
     )
 
 
-def test_two_operators_in_two_browsers_complete_a_quorum(live, open_page, operator, second_operator, agent):
+def two_operators_and_a_quorum_request(live, open_page, agent):
+    """olivia's and oscar's queues, both live, and a drop-db request needing both of them."""
     quorum_policy()
     mine = open_page(live.url, "olivia")
     theirs = open_page(live.url, "oscar")
     wait_live(mine)
     wait_live(theirs)
-    request = submit(live.url, agent, "Drop the staging database", operation="drop-db")
+    return mine, theirs, submit(live.url, agent, "Drop the staging database", operation="drop-db")
+
+
+def test_two_operators_in_two_browsers_complete_a_quorum(live, open_page, operator, second_operator, agent):
+    mine, theirs, request = two_operators_and_a_quorum_request(live, open_page, agent)
     for page in (mine, theirs):
         expect(row(page, request["id"]).locator(".approvals")).to_have_text("0 of 2 approved")
 
@@ -78,12 +83,7 @@ def test_the_owner_and_an_operator_outside_the_groups_see_no_buttons(live, open_
 
 def test_a_bulk_approval_counts_once_and_leaves_the_last_approval_to_a_single_one(
         live, open_page, operator, second_operator, agent):
-    quorum_policy()
-    mine = open_page(live.url, "olivia")
-    theirs = open_page(live.url, "oscar")
-    wait_live(mine)
-    wait_live(theirs)
-    request = submit(live.url, agent, "Drop the staging database", operation="drop-db")
+    mine, theirs, request = two_operators_and_a_quorum_request(live, open_page, agent)
     row(mine, request["id"]).locator(".pick").check()
     mine.get_by_role("button", name="Approve selected").click()
     expect(mine.locator("#bulk-result")).to_have_text("1 of 1 approved.")

@@ -3,6 +3,7 @@ clock (spec §9.1), from the database alone; woken through Redis by a new earlie
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from datetime import timedelta
@@ -120,29 +121,36 @@ def _wait_until(condition, timeout: float = 20.0) -> bool:
     return condition()
 
 
+@contextlib.contextmanager
+def running_loop(*, poll: float):
+    """Beat's deadline loop and its Redis wake-up listener, in threads; yields the waker."""
+    stop = deadlines.Stopper()
+    stop.waker = deadlines.Waker()
+    threads = [
+        threading.Thread(target=stop.waker.listen, args=(stop,)),
+        threading.Thread(target=deadlines.run, args=(stop, poll), kwargs={"idle": 600, "waker": stop.waker}),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield stop.waker
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(5)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_new_earlier_deadline_wakes_the_sleeping_loop(agent):
     """The loop sleeps towards a far due time (and would poll only every 10 minutes);
     a submission announcing an earlier one wakes it, and that one is applied."""
     submit(agent, timeout_seconds=300)
-    stop = deadlines.Stopper()
-    stop.waker = deadlines.Waker()
-    threads = [
-        threading.Thread(target=stop.waker.listen, args=(stop,)),
-        threading.Thread(target=deadlines.run, args=(stop, 600), kwargs={"idle": 600, "waker": stop.waker}),
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        assert _wait_until(stop.waker.listening.is_set)
+    with running_loop(poll=600) as waker:
+        assert _wait_until(waker.listening.is_set)
         time.sleep(0.5)  # the loop asleep towards the far escalation
         soon = past_deadline(submit(agent, timeout_seconds=60), -1.0)  # due in a second
         deadlines.announce()
         assert _wait_until(lambda: OversightRequest.objects.get(id=soon.id).status != Status.PENDING)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(5)
     soon.refresh_from_db()
     assert (soon.status, soon.decision_source) == (Status.APPROVED, Source.TIMEOUT)
 
@@ -152,25 +160,13 @@ def test_without_redis_the_loop_still_applies_deadlines_from_the_database(agent,
     """The backstop: no wake-ups at all (Redis gone), the loop looks every `poll` seconds."""
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     requests = [submit(agent, timeout_seconds=300) for _ in range(3)]
-    stop = deadlines.Stopper()
-    stop.waker = deadlines.Waker()
-    threads = [
-        threading.Thread(target=stop.waker.listen, args=(stop,)),
-        threading.Thread(target=deadlines.run, args=(stop, 0.2), kwargs={"idle": 600, "waker": stop.waker}),
-    ]
-    for thread in threads:
-        thread.start()
-    try:
+    with running_loop(poll=0.2) as waker:
         time.sleep(0.5)
-        assert not stop.waker.listening.is_set()
+        assert not waker.listening.is_set()
         for req in requests:
             past_deadline(req)
         deadlines.announce()  # goes nowhere
         assert _wait_until(lambda: not OversightRequest.objects.filter(status=Status.PENDING).exists())
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(5)
     for req in requests:
         assert req.events.filter(kind=AuditEvent.Kind.DECIDED).count() == 1
 
