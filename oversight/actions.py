@@ -226,11 +226,11 @@ def do_submit(
         idempotency_key=submission.idempotency_key,
         body_digest=digest,
     )
-    earlier = _recent_reject(agent, req, policy, now)
-    if earlier is not None:
+    earlier_reason = _recent_reject(agent, req, policy, now)
+    if earlier_reason is not None:
         req.status = Status.REJECTED
         req.decision_source = Source.POLICY
-        req.decision_reason = earlier.decision_reason
+        req.decision_reason = earlier_reason
         req.decided_at = now
     elif evaluation.critical:
         req.deadline, req.escalate_at = deadline, escalate_at
@@ -281,20 +281,29 @@ def _announce_deadline() -> None:
     deadlines.announce()
 
 
-def _recent_reject(agent: Agent, req: OversightRequest, policy: Policy, now: datetime) -> OversightRequest | None:
-    """An operator's reject of the same operation and payload within the cooldown: asking
-    again at once is not a way around a person's no."""
+_RECENT_REJECT_SQL = (
+    "SELECT decision_reason FROM oversight_oversightrequest"
+    " WHERE agent_id = %s AND operation = %s AND payload_digest = %s"
+    " AND status = 'rejected' AND decision_source = 'operator'"
+    " AND decided_at > %s ORDER BY decided_at DESC LIMIT 1"
+)
+
+
+def _recent_reject(agent: Agent, req: OversightRequest, policy: Policy, now: datetime) -> str | None:
+    """The reason of an operator's reject of the same operation and payload within the
+    cooldown: asking again at once is not a way around a person's no.
+
+    One SQL with the partial index's condition written as literals: with them bound as
+    parameters SQLite cannot prove that `req_reject_cooldown` applies and walks every
+    request of the agent instead."""
     if not policy.reject_cooldown_seconds:
         return None
-    return (
-        OversightRequest.objects.filter(
-            agent=agent, operation=req.operation, payload_digest=req.payload_digest,
-            status=Status.REJECTED, decision_source=Source.OPERATOR,
-            decided_at__gt=now - timedelta(seconds=policy.reject_cooldown_seconds),
-        )
-        .order_by("-decided_at")
-        .first()
-    )
+    since = now - timedelta(seconds=policy.reject_cooldown_seconds)
+    with connection.cursor() as cursor:
+        cursor.execute(_RECENT_REJECT_SQL, [agent.pk, req.operation, req.payload_digest,
+                             connection.ops.adapt_datetimefield_value(since)])
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def _check_pending_limit(agent: Agent, now: datetime) -> None:

@@ -5,11 +5,24 @@ lists) along with the cache. This one deletes only the cache's own keys (its
 KEY_PREFIX), so clearing the cache never touches the others. The broker's keys
 (`celery`, `_kombu.*`, `unacked*`) and the channel layer's pub/sub channels
 (named from CHANNEL_PREFIX; pub/sub is not stored in any database) stay.
+
+Django makes a cache object per request context under ASGI (`caches` is an asgiref
+Local), and each one would build its own client, connection pool and TCP connection:
+a new connection to Redis for every API request. The client (and so its pool) is
+shared by every cache object of the process with the same location and options
+instead; the options, such as REDIS_TIMEOUT's socket timeouts, stay in force. The
+pool is thread-safe, and redis-py makes a fresh one in a forked child.
 """
 
 from __future__ import annotations
 
+import threading
+
 from django.core.cache.backends.redis import RedisCache
+from django.utils.functional import cached_property
+
+_clients: dict[tuple, object] = {}
+_clients_lock = threading.Lock()
 
 
 class PrefixedRedisCache(RedisCache):
@@ -17,6 +30,15 @@ class PrefixedRedisCache(RedisCache):
         super().__init__(server, params)
         if not self.key_prefix:
             raise ValueError("PrefixedRedisCache needs a KEY_PREFIX: it is what clear() deletes.")
+
+    @cached_property
+    def _cache(self):
+        key = (self._class, tuple(self._servers), repr(sorted(self._options.items())))
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = _clients[key] = self._class(self._servers, **self._options)
+        return client
 
     def clear(self) -> bool:
         client = self._cache.get_client(write=True)

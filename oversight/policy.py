@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db import connection
+
 from oversight.models import MissingMetrics, Policy
 
 # The order rules are evaluated and listed in; `fired_rules` joins fired ones in it.
@@ -27,15 +29,46 @@ class Evaluation:
         return "+".join(t["rule"] for t in self.triggers if t["fired"])
 
 
+# Every column of the current policies, read raw: no query compilation, no models.
+_CURRENT_ROWS_SQL = "SELECT {} FROM {} WHERE is_current = %s ORDER BY id".format(  # noqa: S608 - model metadata only
+    ", ".join(connection.ops.quote_name(f.column) for f in Policy._meta.concrete_fields), Policy._meta.db_table
+)
+
+# (database, the current policies' raw rows, {operation: Policy}): the process's copy.
+_current_copy: tuple[str, list, dict[str, Policy]] | None = None
+
+
 def current_policy(operation: str) -> Policy:
     """The current version for `operation`, falling back to the default policy `*`."""
-    candidates = {p.operation: p for p in Policy.objects.filter(operation__in=[operation, Policy.DEFAULT_OPERATION], is_current=True)}
-    policy = candidates.get(operation) or candidates.get(Policy.DEFAULT_OPERATION)
+    policies = current_policies()
+    policy = policies.get(operation) or policies.get(Policy.DEFAULT_OPERATION)
     if policy is None:
         # The default policy is seeded by a migration; a database without it is
         # repaired here rather than failing every submission.
         policy = ensure_default_policy()
     return policy
+
+
+def current_policies() -> dict[str, Policy]:
+    """The current policies by operation, from the process's copy while it is fresh.
+
+    Every call reads the current policies' rows raw (one small query; there is one row
+    per configured operation) and compares them, every column, with the rows the copy
+    was built from: any edit anywhere (a new version, a setting changed in place, a
+    deletion) is seen by the next call, and only then are model objects built again.
+    The copy's objects are shared: callers must not change them."""
+    global _current_copy
+    with connection.cursor() as cursor:
+        cursor.execute(_CURRENT_ROWS_SQL, [True])
+        rows = [tuple(row) for row in cursor.fetchall()]
+    database = f"{connection.alias}:{connection.settings_dict['NAME']}"
+    copy = _current_copy
+    if copy is not None and copy[0] == database and copy[1] == rows:
+        return copy[2]
+    # Objects at least as new as `rows`; a later edit differs from `rows` next call.
+    policies = {p.operation: p for p in Policy.objects.filter(is_current=True)}
+    _current_copy = (database, rows, policies)
+    return policies
 
 
 def ensure_default_policy() -> Policy:

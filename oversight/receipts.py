@@ -29,7 +29,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -229,16 +229,22 @@ def _new_key_row(generation: int, signs_from: datetime, now: datetime):
                       signs_from=signs_from, private_key=_fernet().encrypt(_pem(private)).decode())
 
 
+_SIGNING_KEY_SQL = (
+    "SELECT kid, private_key FROM oversight_signingkey WHERE signs_from <= %s ORDER BY generation DESC LIMIT 1"
+)
+
+
 def signing_key(now: datetime | None = None) -> tuple[Ed25519PrivateKey, str]:
     """The key that signs now, and its kid; the first one is generated on first use."""
-    from oversight.models import SigningKey
 
     configured = _configured_key()
     if configured is not None:
         return configured[0], configured[1]["kid"]
     now = now or timezone.now()
-    row = SigningKey.objects.filter(signs_from__lte=now).order_by("-generation").values_list(
-        "kid", "private_key").first()
+    # Raw: read on every decision receipt, so no query compilation and no model.
+    with connection.cursor() as cursor:
+        cursor.execute(_SIGNING_KEY_SQL, [connection.ops.adapt_datetimefield_value(now)])
+        row = cursor.fetchone()
     if row is None:
         row = _first_key(now)
     kid, token = row

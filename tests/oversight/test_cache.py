@@ -53,3 +53,27 @@ def test_it_escapes_glob_characters_in_its_prefix():
     from oversight.cache import _glob_escape
 
     assert _glob_escape("a*b?[c]\\") == "a\\*b\\?\\[c\\]\\\\"
+
+
+def test_every_request_context_shares_one_redis_connection_pool():
+    """Under ASGI each request has its own cache object; they must not each open a
+    connection to Redis. The shared client keeps REDIS_TIMEOUT's socket timeouts."""
+    import contextvars
+
+    from django.core.cache import caches
+
+    def pool_in_a_fresh_context():
+        def look():
+            backend = caches["default"]
+            backend.set("pool-probe", 1)
+            return backend, backend._cache.get_client(write=True).connection_pool
+
+        return contextvars.Context().run(look)
+
+    first_cache, first_pool = pool_in_a_fresh_context()
+    second_cache, second_pool = pool_in_a_fresh_context()
+
+    assert first_cache is not second_cache  # one cache object per request context …
+    assert first_pool is second_pool  # … but one pool for the process
+    assert first_pool.connection_kwargs["socket_timeout"] == settings.REDIS_TIMEOUT
+    assert first_pool.connection_kwargs["socket_connect_timeout"] == settings.REDIS_TIMEOUT
