@@ -597,17 +597,13 @@ def apply_timeout_if_due(req: OversightRequest) -> OversightRequest:
     This is what makes the deadline hold with every worker down. Returns the
     request as it now stands (decided by whoever won).
     """
-    if req.status != Status.PENDING or req.deadline is None:
-        return req
-    if not _overdue().filter(id=req.id).exists():  # a read, no write lock, when not due
-        return req
-    won = claim_timeouts(ids=[req.id], limit=1)
-    return won[0] if won else _load(req.id)
+    return apply_timeouts_if_due([req])[0]
 
 
 def apply_timeouts_if_due(requests: list[OversightRequest]) -> list[OversightRequest]:
     """`apply_timeout_if_due` for a page of requests: one indexed read for all of them
-    (none when none is pending), the claim only for those past their deadline."""
+    (none when none is pending; no write lock when none is due), the claim only for
+    those past their deadline."""
     pending = [r.id for r in requests if r.status == Status.PENDING and r.deadline is not None]
     if not pending:
         return requests

@@ -15,8 +15,8 @@ import math
 import re
 
 from oversight import receipts
+from oversight.api.schemas import MAX_PAYLOAD_BYTES
 
-MAX_PAYLOAD_BYTES = 64 * 1024
 # Text longer than this is not parsed at all (a body's limit; a payload's text may be indented).
 MAX_TEXT_BYTES = 256 * 1024
 
@@ -58,17 +58,17 @@ def payload_problems(payload, field: str = "payload") -> dict[str, list[str]]:
         return {}
     if serialized_size(payload) > MAX_PAYLOAD_BYTES:
         return {field: [f"is over {MAX_PAYLOAD_BYTES // 1024} KiB serialized"]}
+    return integer_problems(payload, field)
+
+
+def integer_problems(payload, field: str = "payload") -> dict[str, list[str]]:
+    """Integers a payload holds beyond ±2^53, by path (RFC 8785 cannot sign them exactly)."""
     unsafe = receipts.unsafe_integers(payload, field)
     return {path: ["integers must be within ±2^53 (send larger ones as strings)"] for path in unsafe}
 
 
 def serialized_size(value) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
-
-
-def has_nul(value) -> bool:
-    """Whether a NUL character is anywhere in `value` (strings, keys, nested)."""
-    return _has_nul_safely(value)
 
 
 def _reject_constant(name: str):

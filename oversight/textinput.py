@@ -11,8 +11,10 @@ NUL in a JSON body or a query parameter is a 400 there).
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+
+from oversight.api.errors import error_response
 
 WHY = "contains a NUL character (\\x00), which no text field can hold"
 
@@ -27,9 +29,7 @@ class RefuseNulMiddleware:
             return self.get_response(request)
         message = f"The field {field} {WHY}."
         if "application/json" in request.headers.get("Accept", ""):
-            return JsonResponse(
-                {"error": {"code": "validation_error", "message": message, "details": {field: [WHY]}}}, status=400
-            )
+            return error_response(400, "validation_error", message, {field: [WHY]})
         return render(request, "error.html", {"title": "Bad request", "message": message}, status=400)
 
 

@@ -301,7 +301,6 @@ class DecideError(Exception):
 
 
 NOTE_MAX_CHARS = 2000
-PAYLOAD_MAX_BYTES = jsontext.MAX_PAYLOAD_BYTES
 
 
 def decide_one(
@@ -396,7 +395,7 @@ def _edited_payload(request_id, text: str) -> dict | None:
     member, NaN, Infinity or non-finite number, unpaired surrogate, NUL, or integer
     beyond ±2^53, at most 64 KiB serialized; each refused naming the field."""
     if len(text.encode("utf-8", "surrogatepass")) > jsontext.MAX_TEXT_BYTES:
-        raise _payload_error({"payload": [f"is over {PAYLOAD_MAX_BYTES // 1024} KiB serialized"]})
+        raise _payload_error({"payload": [f"is over {jsontext.MAX_PAYLOAD_BYTES // 1024} KiB serialized"]})
     try:
         edited = jsontext.loads(text, strict=True, field="payload")
     except jsontext.Malformed as exc:

@@ -340,19 +340,13 @@ async def _poll_for_decision(request_id, deadline: datetime | None, seconds: flo
     make a plain client spin."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
-    first = True
-    while True:
-        if first:
-            req, until_deadline = await _in_thread(_reload_timed, request_id)
-            if deadline is not None and until_deadline is not None:
-                end = min(end, loop.time() + until_deadline + 0.05)
-            first = False
-        else:
-            req = await _in_thread(_reload, request_id)
-        remaining = end - loop.time()
-        if req["status"] != Status.PENDING or remaining <= 0:
-            return req
+    req, until_deadline = await _in_thread(_reload_timed, request_id)
+    if deadline is not None and until_deadline is not None:
+        end = min(end, loop.time() + until_deadline + 0.05)
+    while (remaining := end - loop.time()) > 0 and req["status"] == Status.PENDING:
         await asyncio.sleep(min(LONG_POLL_DB_INTERVAL, remaining))
+        req = await _in_thread(_reload, request_id)
+    return req
 
 
 async def _maybe_wait(resource: dict, wait: int) -> dict:
@@ -395,7 +389,7 @@ def _submit(request: HttpRequest, parsed, header_key: str | None) -> tuple[int, 
     body = _validated(parsed, schemas.SubmitRequest)
     if body.payload is not None and jsontext.serialized_size(body.payload) > schemas.MAX_PAYLOAD_BYTES:
         raise ApiError(413, "payload_too_large", f"payload is over {schemas.MAX_PAYLOAD_BYTES // 1024} KiB serialized.")
-    if problems := jsontext.payload_problems(body.payload):
+    if problems := jsontext.integer_problems(body.payload):  # its size was judged just above
         raise validation_error(problems)
     idempotency_key = body.idempotency_key
     if header_key is not None:
