@@ -65,9 +65,14 @@ def _jcs(value):
     elif value is False:
         yield "false"
     elif isinstance(value, int):
-        if abs(value) > MAX_SAFE_INTEGER:
+        if abs(value) <= MAX_SAFE_INTEGER:
+            yield str(value)
+        elif _exact_double(value):
+            # A whole double written without a fraction: PostgreSQL's jsonb returns
+            # 3.27e16 as 32700853891907256. The same number, so the same text.
+            yield _number(float(value))
+        else:
             raise ValueError(f"integer {value} is beyond ±2^53")
-        yield str(value)
     elif isinstance(value, float):
         yield _number(value)
     elif isinstance(value, str):
@@ -93,6 +98,13 @@ def _jcs(value):
         yield "}"
     else:
         raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _exact_double(value: int) -> bool:
+    try:
+        return float(value) == value
+    except OverflowError:
+        return False
 
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
