@@ -67,9 +67,10 @@ def _jcs(value):
     elif isinstance(value, int):
         if abs(value) <= MAX_SAFE_INTEGER:
             yield str(value)
-        elif _exact_double(value):
-            # A whole double written without a fraction: PostgreSQL's jsonb returns
-            # 3.27e16 as 32700853891907256. The same number, so the same text.
+        elif _written_double(value):
+            # A double's shortest decimal digits, read back as an integer: PostgreSQL's
+            # jsonb returns 3.27e16 as 32700853891907256 and 1e300 as 1 and 300 zeros.
+            # The same number, so the same text.
             yield _number(float(value))
         else:
             raise ValueError(f"integer {value} is beyond ±2^53")
@@ -100,9 +101,11 @@ def _jcs(value):
         raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def _exact_double(value: int) -> bool:
+def _written_double(value: int) -> bool:
+    """Whether `value` is exactly the shortest decimal form of a double (and so came
+    from one): 2^53 + 1 or 2^60 written as integers are not."""
     try:
-        return float(value) == value
+        return int(Decimal(repr(float(value)))) == value
     except OverflowError:
         return False
 
