@@ -12,7 +12,9 @@ them (spec §9.1), and the loop is woken through Redis as a submission would wak
 
 1. deadline loop (the default): N pending requests, deadlines spread evenly over
    `--spread` seconds; lateness = decided_at − deadline for each, and the arrival of
-   the decision at agents long-polling a sample of them (arrival − deadline);
+   the decision at agents long-polling a sample of them (arrival − deadline; the web
+   process holding a wait applies the timeout itself at the deadline unless the loop
+   has already claimed it);
 2. sweep only (OVERSIGHT_DEADLINE_LOOP=0, the beat's 1-second sweep through the
    broker, as before the loop): the baseline, on `--small` requests;
 3. the backstop with Redis stopped (loop on, the broker gone): `--small` requests.

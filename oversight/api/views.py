@@ -270,40 +270,68 @@ def _get_for_agent(key: ApiKey, request_id) -> OversightRequest:
 
 async def _wait_for_decision(request_id, deadline: datetime | None, seconds: int) -> dict | None:
     """Wait up to `seconds` for the request to be decided; returns the fresh resource,
-    or None when nothing changed. Woken by the decision's broadcast, not by polling."""
+    or None when nothing changed. Woken by the decision's broadcast, not by polling.
+
+    The waiter knows the deadline, so it does not wait for someone else to apply it:
+    at the deadline (by the database's clock, spec §9.1: the seconds left are read in
+    the same query as the row, so this node's clock only measures the interval) it
+    reads the request again, which applies the timeout through the same claim as every
+    other path (`apply_timeout_if_due`: decided once, whoever wins; a claim in flight
+    is waited for), and answers at once. Should the database not judge it due yet,
+    it waits again for what is left."""
     layer = get_channel_layer()
     group = request_group(request_id)
     channel = await layer.new_channel()
     await layer.group_add(group, channel)
-    released = False  # a cancelled receive (the wait timing out) releases the channel itself
+    receiving = None
     try:
         # Subscribed first, then look again: a decision committed in between is not missed.
-        req, until_deadline = await _in_thread(_reload_timed, request_id)
+        req, due = await _in_thread(_reload_timed, request_id)
         if req["status"] != Status.PENDING:
             return req
-        end = asyncio.get_running_loop().time() + seconds
-        if deadline is not None and until_deadline is not None:
-            # Never wait past the deadline (by the database's clock: this node's may be
-            # skewed): there the timeout decision is the answer.
-            end = min(end, asyncio.get_running_loop().time() + until_deadline + 0.05)
-        while (remaining := end - asyncio.get_running_loop().time()) > 0:
-            try:
-                message = await asyncio.wait_for(layer.receive(channel), timeout=remaining)
-            except TimeoutError:
-                released = True
-                break
-            decided = _decided_resource(message)
-            if decided is not None:
-                # The push carries the resource as committed: no need to read it again.
-                return decided
-            req = await _in_thread(_reload, request_id)
-            if req["status"] != Status.PENDING:
+        end = time.monotonic() + seconds
+        early = 0  # reads that found the deadline not yet passed: each waits twice as long
+        while True:
+            due_at = None if deadline is None or due is None else due + DEADLINE_SLACK * 2 ** min(early, 10)
+            wake = end if due_at is None else min(end, due_at)
+            if receiving is None:
+                receiving = asyncio.ensure_future(layer.receive(channel))
+            # Not cancelled at the deadline: the push may still be the answer's source.
+            await asyncio.wait({receiving}, timeout=max(0.0, wake - time.monotonic()))
+            at_deadline = not receiving.done()
+            if not at_deadline:
+                message, receiving = receiving.result(), None
+                decided = _decided_resource(message)
+                if decided is not None:
+                    # The push carries the resource as committed: no need to read it again.
+                    return decided
+            elif due_at is None or due_at > end:
+                break  # the wait ran out before the deadline
+            # The deadline, or another event on the request: read it (applying the
+            # timeout if it is due).
+            req, due = await _in_thread(_reload_timed, request_id)
+            if req["status"] != Status.PENDING or time.monotonic() >= end:
                 return req
+            early += at_deadline
         return await _in_thread(_reload, request_id)
     finally:
+        released = False  # a cancelled receive releases the channel itself
+        if receiving is not None:
+            receiving.cancel()
+            try:
+                await receiving
+            except asyncio.CancelledError:
+                released = True
+            except Exception:  # noqa: S110 - the layer's failure was already handled above
+                pass
         await layer.group_discard(group, channel)
         if not released:
             await forget_channel(layer, channel)
+
+
+# How long after the deadline (by the database's clock) a waiter reads the request
+# again: SQLite's clock and the event loop's timers have millisecond resolution.
+DEADLINE_SLACK = 0.002
 
 
 def _decided_resource(message: dict) -> dict | None:
@@ -323,11 +351,14 @@ def _reload(request_id) -> dict:
 
 
 def _reload_timed(request_id) -> tuple[dict, float | None]:
-    """The resource, and the seconds left until its deadline by the database's clock
-    (read in the same query)."""
+    """The resource, and when its deadline falls on this process's `time.monotonic()`
+    clock (None without a deadline): the seconds left by the database's clock, read in the
+    same query, counted from when that query returned, not from when the caller
+    resumes (a busy event loop or thread pool would push the deadline later)."""
     req = OversightRequest.objects.select_related("agent").annotate(database_now=Now()).get(id=request_id)
-    left = None if req.deadline is None else max(0.0, (req.deadline - req.database_now).total_seconds())
-    return request_dict(actions.apply_timeout_if_due(req)), left
+    at = time.monotonic()
+    due = None if req.deadline is None else at + max(0.0, (req.deadline - req.database_now).total_seconds())
+    return request_dict(actions.apply_timeout_if_due(req)), due
 
 
 LONG_POLL_DB_INTERVAL = 0.5  # seconds between database reads when pushes cannot be heard
@@ -338,12 +369,11 @@ async def _poll_for_decision(request_id, deadline: datetime | None, seconds: flo
     LONG_POLL_DB_INTERVAL until the request is decided, the deadline passes (the read
     then applies the timeout) or the wait ends — never answering at once, which would
     make a plain client spin."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    req, until_deadline = await _in_thread(_reload_timed, request_id)
-    if deadline is not None and until_deadline is not None:
-        end = min(end, loop.time() + until_deadline + 0.05)
-    while (remaining := end - loop.time()) > 0 and req["status"] == Status.PENDING:
+    end = time.monotonic() + seconds
+    req, due = await _in_thread(_reload_timed, request_id)
+    if deadline is not None and due is not None:
+        end = min(end, due + 0.05)
+    while (remaining := end - time.monotonic()) > 0 and req["status"] == Status.PENDING:
         await asyncio.sleep(min(LONG_POLL_DB_INTERVAL, remaining))
         req = await _in_thread(_reload, request_id)
     return req

@@ -267,3 +267,47 @@ def test_a_read_past_the_deadline_waits_for_a_claim_in_flight_and_answers_its_de
         reader.join(10)
     assert [(a.status, a.decision_source) for a in answers] == [(Status.APPROVED, Source.TIMEOUT)]
     assert req.events.filter(kind=AuditEvent.Kind.DECIDED).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sweep_with_nothing_due_does_not_wait_for_another_writer(agent):
+    """The broker's sweep runs every second and, with the loop keeping deadlines, finds
+    nothing due: it must not take the write lock for that (SQLite's IMMEDIATE
+    transaction), or the loop's next claim queues behind it. Here another writer holds
+    the lock; the sweep answers 0 without waiting for it."""
+    from django.db import connection, transaction
+
+    submit(agent, timeout_seconds=60)  # pending, not due
+    holding, release = threading.Event(), threading.Event()
+
+    def writer():
+        try:
+            with transaction.atomic():  # SQLite: BEGIN IMMEDIATE takes the write lock
+                if connection.vendor == "postgresql":
+                    with connection.cursor() as cursor:
+                        cursor.execute(f"LOCK TABLE {OversightRequest._meta.db_table} IN EXCLUSIVE MODE")
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    results = []
+
+    def sweep():
+        try:
+            results.append(actions.expire_due())
+        finally:
+            connection.close()
+
+    holder, sweeper = threading.Thread(target=writer), threading.Thread(target=sweep)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        sweeper.start()
+        sweeper.join(10)  # before: queued on the lock (SQLite's busy timeout is 20 s)
+        assert results == [0]
+    finally:
+        release.set()
+        holder.join(10)
+        if sweeper.is_alive():
+            sweeper.join(30)
