@@ -27,7 +27,13 @@ looked at twice more, by the same rules and guards:
   `z_confirm` (1) and not clearly (two standard errors) more slowly than the floor's;
 - *the collection troughs*: each cycle's lowest sample, judged on their own (the counts
   the rules ask for scaled by how many blocks hold a trough): no model of the rise at
-  all, for a sawtooth whose cycles change height or length.
+  all, for a sawtooth whose cycles change height or length. Being a third look at the
+  same series, it asks for z ≥ `z_slope` + `z_troughs` (3.5).
+
+In both looks the slope's noise is never scaled *down* for a negative lag-one
+correlation (ρ is clipped at 0, not −0.5): one value a cycle, or a series with the rise
+taken out, has no fast alternation for that scaling to undo, and a chance negative ρ
+made a healthy sawtooth's troughs look significant (z 5.2; bench seed 200).
 
 A process then stops being a suspect only when every look that found it says stopped.
 On the bench corpus (docs/monitoring.md) the floor took the recall within the hour of
@@ -118,6 +124,7 @@ class Params:
     collection_drop: float = 8.0  # a fall of this many robust scales of the differences is a collection (0: off)
     collection_cycles: int = 10  # collections in the span for the post-collection floor to be judged
     z_confirm: float = 1.0  # the troughs' slope z that the fitted floor needs beside it
+    z_troughs: float = 0.5  # what the troughs alone need above z_slope (a third look at one series)
 
     def span(self) -> float:
         return max(self.span_seconds, self.streak * self.window)
@@ -161,7 +168,7 @@ def span_end(now: float, step: float) -> float:
     return math.floor(now / step) * step
 
 
-def fit(xs: list[float], ys: list[float]) -> Fit | None:
+def fit(xs: list[float], ys: list[float], min_rho: float = MIN_RHO) -> Fit | None:
     """Least squares line through (hours, bytes), with its slope's standard error from the
     residuals, inflated for their lag-one autocorrelation."""
     n = len(xs)
@@ -176,12 +183,12 @@ def fit(xs: list[float], ys: list[float]) -> Fit | None:
     res = [y - a - b * x for x, y in zip(xs, ys, strict=True)]
     ssr = sum(r * r for r in res)
     lag = sum(r0 * r1 for r0, r1 in itertools.pairwise(res))
-    rho = min(MAX_RHO, max(MIN_RHO, lag / ssr)) if ssr > 0 else 0.0
+    rho = min(MAX_RHO, max(min_rho, lag / ssr)) if ssr > 0 else 0.0
     sigma = max(MIN_NOISE, math.sqrt(ssr / (n - 2)) * math.sqrt((1 + rho) / (1 - rho)))
     return Fit(b, a, sigma / math.sqrt(sxx), sigma, ssr, n - 2)
 
 
-def curvature(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
+def curvature(xs: list[float], ys: list[float], min_rho: float = MIN_RHO) -> tuple[float, float] | None:
     """The quadratic term c of y = a + b x + c (x − x̄)² and its standard error (residuals,
     inflated for autocorrelation as in `fit`)."""
     n = len(xs)
@@ -204,7 +211,7 @@ def curvature(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
     res = [y - my - b * u - c * v for u, v, y in zip(us, vs, ys, strict=True)]
     ssr = sum(r * r for r in res)
     lag = sum(r0 * r1 for r0, r1 in itertools.pairwise(res))
-    rho = min(MAX_RHO, max(MIN_RHO, lag / ssr)) if ssr > 0 else 0.0
+    rho = min(MAX_RHO, max(min_rho, lag / ssr)) if ssr > 0 else 0.0
     sigma = max(MIN_NOISE, math.sqrt(ssr / (n - 3)) * math.sqrt((1 + rho) / (1 - rho)))
     return c, sigma * math.sqrt(suu / det)
 
@@ -306,12 +313,13 @@ def judge(points: list[tuple[float, float]], end: float, p: Params = Params()) -
         return middle
     lows = [min(window[lo:hi], key=lambda pt: pt[1]) for lo, hi in itertools.pairwise([*falls, len(window)])]
     blocks = len({int(t // p.block) for t, _ in window if t >= start})
-    low = _judge(lows, end, p, min, density=min(1.0, cycles / max(blocks, 1)))
+    density = min(1.0, cycles / max(blocks, 1))
+    low = _judge(lows, end, replace(p, z_slope=p.z_slope + p.z_troughs), min, density=density, min_rho=0.0)
     if low is not None and not low.leaking:
         span_lows = [(t, v) for t, v in lows if t >= start]
-        trough = fit([(t - start) / 3600 for t, _ in span_lows], [v for _, v in span_lows])
+        trough = fit([(t - start) / 3600 for t, _ in span_lows], [v for _, v in span_lows], min_rho=0.0)
         if trough is not None and trough.z >= p.z_confirm:
-            floor = _judge(floor_series(window, falls), end, p, _median)
+            floor = _judge(floor_series(window, falls), end, p, _median, min_rho=0.0)
             if floor is not None and floor.leaking and trough.slope >= floor.slope_per_hour - 2 * trough.se:
                 return replace(floor, stopped=middle.stopped and floor.stopped,
                                reason=floor.reason + " (post-collection floor)")
@@ -320,7 +328,8 @@ def judge(points: list[tuple[float, float]], end: float, p: Params = Params()) -
     return replace(low, stopped=middle.stopped and low.stopped, reason=low.reason + " (collection troughs)")
 
 
-def _judge(points: list[tuple[float, float]], end: float, p: Params, value, density: float = 1.0) -> Verdict | None:
+def _judge(points: list[tuple[float, float]], end: float, p: Params, value, density: float = 1.0,
+           min_rho: float = MIN_RHO) -> Verdict | None:
     """One look at the series: block values (`value` of each block's points), a line and
     the rules. `density` is the share of blocks expected to hold a point (the troughs of a
     sawtooth fill about one block in three): the counts a rule asks for scale with it."""
@@ -337,7 +346,7 @@ def _judge(points: list[tuple[float, float]], end: float, p: Params, value, dens
         if xs and not any(current[-last_window:]):
             return Verdict(False, True, 0.0, 0.0, (), 0.0, 0.0, "silent for a window")
         return None
-    line = fit(xs, ys)
+    line = fit(xs, ys, min_rho=min_rho)
     if line is None:
         return None
     hours = span / 3600
@@ -372,7 +381,7 @@ def _judge(points: list[tuple[float, float]], end: float, p: Params, value, dens
     for w in windows:
         wx = [(i + 0.5) * p.block / 3600 for i, b in enumerate(w) if b]
         wy = [value(b) for b in w if b]
-        f = fit(wx, wy) if len(wx) >= p.coverage * last_window * density else None
+        f = fit(wx, wy, min_rho=min_rho) if len(wx) >= p.coverage * last_window * density else None
         if f is None or f.z < needed(p.z_streak, f.df) or f.slope < floor:
             break
         fits.append(f)
@@ -391,19 +400,19 @@ def _judge(points: list[tuple[float, float]], end: float, p: Params, value, dens
     net_rate = (levels[-1] - levels[0]) / (width * 3 / 4) if len(levels) == 4 else 0.0
     if line.slope < floor or net_rate < floor:
         return verdict(False, "below the floor")
-    early, late = fit(*_join(part(0, 3), part(1, 3))), fit(*part(2, 3))
+    early, late = fit(*_join(part(0, 3), part(1, 3)), min_rho=min_rho), fit(*part(2, 3), min_rho=min_rho)
     if early is None or late is None:
         return verdict(False, "too few samples")
     if late.slope < p.plateau_ratio * early.slope and early.slope - late.slope > 2 * math.hypot(early.se, late.se):
         return verdict(False, "decelerating: a plateau")
-    bend = curvature(xs, ys)
+    bend = curvature(xs, ys, min_rho)
     if bend is not None:
         end_slope = line.slope + 2 * bend[0] * (xs[-1] - sum(xs) / len(xs))
         if end_slope < p.plateau_ratio * line.slope and bend[0] < -2 * bend[1]:
             return verdict(False, "bending over: a plateau")
     hx = [(i + 0.5) * p.block / 3600 for i, b in enumerate(history) if b]
     if len(hx) >= hist_blocks / 2 * density:
-        before = fit(hx, [value(b) for b in history if b])
+        before = fit(hx, [value(b) for b in history if b], min_rho=min_rho)
         if before is not None and line.slope < p.plateau_ratio * before.slope \
                 and before.slope - line.slope > 2 * math.hypot(before.se, line.se):
             return verdict(False, "slowing down: a plateau")

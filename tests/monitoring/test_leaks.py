@@ -111,17 +111,16 @@ def sawtooth(height, period=173.0):
 
 def test_a_leak_under_a_sawtooth_of_changing_height_is_found_by_its_collection_troughs():
     # The cycles' rise swings (30 ± 10 MiB over 40 minutes), so no one rise fits them and the
-    # fitted floor is too noisy; each cycle's lowest sample still carries the leak.
+    # fitted floor is too noisy; each cycle's lowest sample still carries the leak (found
+    # at 50-80 minutes: one sample a cycle, and a third look asks for z 3.5, not 3).
     swing = sawtooth(lambda m: 30 + 10 * math.sin(2 * math.pi * m / 40))
-    reasons = []
-    for seed in range(3):
-        points = series(lambda m, swing=swing: 400 * MIB + 5 * MIB * m / 60 + swing(m), seed=seed)
+    for seed in range(4):
+        points = series(lambda m: 400 * MIB + 5 * MIB * m / 60 + swing(m), seed=seed)
         minute = first_alarm(points)
-        assert minute is not None and minute <= 60
+        assert minute is not None and minute <= 90
         end = detector.span_end((T0 + timedelta(minutes=minute)).timestamp(), P.step)
-        reasons.append(detector.judge([(at.timestamp(), float(v)) for at, v in points
-                                       if at.timestamp() < end], end, P).reason)
-    assert any(r.endswith("(collection troughs)") for r in reasons)
+        verdict = detector.judge([(at.timestamp(), float(v)) for at, v in points if at.timestamp() < end], end, P)
+        assert verdict.reason.endswith("(collection troughs)")
 
 
 def test_the_floor_of_a_sawtooth_whose_cycles_grow_taller_stays_flat():
@@ -166,6 +165,10 @@ EARLIER_FALSE_ALARMS = [
     # looks at a sawtooth's floor now run only where there are collections to cut cycles at.
     ("healthy-flat-noisy-1", 109, 65),
     ("healthy-warm-up-fast-0", 109, 75),
+    # Flagged by the collection troughs (z 5.2 at 175 minutes) while their line's noise
+    # could be scaled down for a negative lag-one correlation, and they asked for z 3 as the
+    # block medians do: one point a cycle is independent, and a third look needs more.
+    ("healthy-gc-sawtooth-0", 200, 175),
 ]
 
 
