@@ -39,7 +39,8 @@ A process then stops being a suspect only when every look that found it says sto
 On the bench corpus (docs/monitoring.md) the floor took the recall within the hour of
 5 MiB/h leaks under the sawtooth from 0.90 (3-minute minima, the lower envelope it
 replaced) to 1.00 on seed 12 and from 0.98 to 1.00 on seeds 100–119, with 0 false alarms
-on both; the rest of the misses are noisy leaks (below).
+on both; the rest of the misses are leaks in louder noise (docs/monitoring.md, "Goal
+status": a statistical limit).
 
 **An honest noise estimate.** A line is fitted (least squares) to the block values of a
 stretch of time. Its slope's standard error is taken from the *residuals* of that fit,
