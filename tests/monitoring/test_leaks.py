@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import random
@@ -42,13 +43,13 @@ def oscillating(minutes):
     return 400 * MIB + 40 * MIB * math.sin(2 * math.pi * minutes / 60)
 
 
-def first_alarm(points):
+def first_alarm(points, p=P):
     """Scan the series as the periodic task would, every 5 minutes; minutes to the first alarm."""
     epoch = [(at.timestamp(), float(v)) for at, v in points]
     for k in range(1, 37):
         now = points[0][0].timestamp() + k * 300
-        end = detector.span_end(now, P.step)
-        verdict = detector.judge([pt for pt in epoch if pt[0] < end], end, P)
+        end = detector.span_end(now, p.step)
+        verdict = detector.judge([pt for pt in epoch if pt[0] < end], end, p)
         if verdict is not None and verdict.leaking:
             return k * 5
     return None
@@ -133,6 +134,16 @@ def test_the_floor_of_a_sawtooth_whose_cycles_grow_taller_stays_flat():
     floor = detector.floor_series(points, falls)
     line = detector.fit([t / 3600 for t, _ in floor], [v for _, v in floor])
     assert abs(line.slope) < P.floor_abs
+
+
+def test_the_fitted_floor_counts_only_where_the_troughs_agree():
+    # Cycles growing slowly taller (20 MiB to 40 over three hours) over a flat floor: too
+    # slowly for the fitted rise to take a trend, so the fitted floor creeps up; the troughs
+    # (each cycle's lowest sample) stay flat and veto it.
+    saw = sawtooth(lambda m: 20 + 20 * m / 180)
+    points = series(lambda m: 400 * MIB + saw(m), seed=9)
+    assert first_alarm(points) is None
+    assert first_alarm(points, dataclasses.replace(P, z_confirm=-math.inf)) is not None
 
 
 @pytest.mark.parametrize("height", [lambda m: 30 + 10 * math.sin(2 * math.pi * m / 40), lambda m: 40],
