@@ -3,6 +3,10 @@
 Every series is three hours of samples every 10 s (the SDK reporter's default interval)
 with AR(1) noise (φ = 0.6, σ = 1.5 MiB; 5 MiB for the noisy leaks and the noisy healthy
 shapes) on a level between 150 and 800 MiB. Leaks carry their rate and onset; healthy shapes carry none.
+
+The linear leaks are also generated at the noise levels between (`NOISE_SHAPES`: σ 2 and
+3 MiB) from a random stream of their own, so adding them left every other series of a
+seed as it was; with `linear` (σ 1.5) and `noisy` (σ 5) they give recall by noise level.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ MIB = 1 << 20
 HOURS = 3.0
 EVERY = 10.0  # seconds between samples
 LEAK_RATES = [1, 2, 3, 5, 10, 20, 50, 100]  # MiB/h
-LEAK_SHAPES = ["linear", "gc-sawtooth", "late-onset", "bursty", "noisy"]
+NOISE_SHAPES = {"noisy-2": 2.0, "noisy-3": 3.0}  # linear leaks at σ 2 and 3 MiB
+LEAK_SHAPES = ["linear", "gc-sawtooth", "late-onset", "bursty", "noisy", *NOISE_SHAPES]
+NOISE_LEVELS = {"linear": 1.5, **NOISE_SHAPES, "noisy": 5.0}  # σ MiB of the linear leaks from the first sample
 HEALTHY_SHAPES = [
     "flat", "flat-noisy", "gc-sawtooth", "warm-up-fast", "warm-up-slow", "warm-up-slow-noisy", "spikes",
     "oscillation-slow",
@@ -51,7 +57,7 @@ def _leak(shape: str, rate: float, rng: random.Random, n: int) -> tuple[list[flo
     base = rng.uniform(150, 800) * MIB
     per_s = rate * MIB / 3600
     onset = 80 * 60.0 if shape == "late-onset" else 0.0
-    sigma = (5 if shape == "noisy" else 1.5) * MIB
+    sigma = NOISE_LEVELS.get(shape, 1.5) * MIB
     noise = _noise(rng, n, sigma)
     steps: list[float] = []
     if shape == "bursty":
@@ -115,9 +121,17 @@ def corpus(seed: int = 12) -> list[Series]:
     out = []
     for repeat in range(REPEATS):
         for shape in LEAK_SHAPES:
+            if shape in NOISE_SHAPES:
+                continue
             for rate in LEAK_RATES:
                 values, onset = _leak(shape, rate, rng, n)
                 out.append(Series(f"leak-{shape}-{rate}-{repeat}", "leak", shape, rate, onset, values))
         for shape in HEALTHY_SHAPES:
             out.append(Series(f"healthy-{shape}-{repeat}", "healthy", shape, 0, 0, _healthy(shape, rng, n)))
+    extra = random.Random(f"{seed}-noise")
+    for repeat in range(REPEATS):
+        for shape in NOISE_SHAPES:
+            for rate in LEAK_RATES:
+                values, onset = _leak(shape, rate, extra, n)
+                out.append(Series(f"leak-{shape}-{rate}-{repeat}", "leak", shape, rate, onset, values))
     return out

@@ -13,7 +13,8 @@
    steps of MONITORING_LEAK_SCAN_SECONDS and at each step the periodic task
    (`monitoring.leak_scan`) runs, exactly as beat would run it. Printed: recall by leak
    rate (found within 60 minutes of onset, and found at all), recall by shape for the
-   rates ≥ 5 MiB/h, false alarms by healthy shape, and detection delays. `--seeds 100-119`
+   rates ≥ 5 MiB/h, recall within 60 minutes by noise level (the linear leaks at σ 1.5,
+   2, 3 and 5 MiB), false alarms by healthy shape, and detection delays. `--seeds 100-119`
    runs the corpus of each seed in turn (a line per seed, then the tables pooled).
 2. Cost: one scan over --processes agent processes × 2 h of samples every 10 s
    (CPU seconds of this process, and wall time), beside the scan interval.
@@ -34,7 +35,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 from bench.common import bench_env, django_here, migrated_agent_key  # noqa: E402
-from bench.leak_corpus import EVERY, HEALTHY_SHAPES, LEAK_RATES, LEAK_SHAPES, MIB, corpus  # noqa: E402
+from bench.leak_corpus import EVERY, HEALTHY_SHAPES, LEAK_RATES, LEAK_SHAPES, MIB, NOISE_LEVELS, corpus  # noqa: E402
 from oversight.runner import Supervisor  # noqa: E402
 
 T0 = datetime(2026, 11, 2, 9, 3, 20, tzinfo=UTC)  # not on a window boundary
@@ -91,7 +92,7 @@ def measure(agent, seed: int) -> dict:
         episodes[f.pid - 1000] += 1
     out = {"seed": seed, "series": series, "scans": scans, "elapsed": elapsed, "delays": defaultdict(list),
            "by_rate": defaultdict(list), "at_all": defaultdict(list), "by_shape": defaultdict(list),
-           "alarms": defaultdict(int), "misses": [], "false": [], "split": []}
+           "alarms": defaultdict(int), "misses": [], "false": [], "split": [], "by_noise": defaultdict(list)}
     for n, s in enumerate(series):
         detected = first.get(n)
         if s.kind == "healthy":
@@ -102,6 +103,8 @@ def measure(agent, seed: int) -> dict:
         delay = None if detected is None else (detected - T0).total_seconds() / 60 - s.onset_s / 60
         in_time = delay is not None and delay <= GOAL_MINUTES
         out["by_rate"][s.rate_mib_h].append(in_time)
+        if s.shape in NOISE_LEVELS:
+            out["by_noise"][(NOISE_LEVELS[s.shape], s.rate_mib_h)].append(in_time)
         out["at_all"][s.rate_mib_h].append(delay is not None)
         if episodes[n] > 1:
             out["split"].append(f"{s.name} ({episodes[n]} findings)")
@@ -135,6 +138,13 @@ def print_tables(runs: list[dict]) -> None:
     print("|---|---:|")
     for shape in LEAK_SHAPES:
         print(f"| {shape} | {sum(by_shape[shape]) / len(by_shape[shape]):.2f} |")
+    by_noise = pooled("by_noise")
+    rates = [r for r in LEAK_RATES if r >= 3]
+    print("\n| noise σ (linear leaks from the first sample) | " + " | ".join(f"{r} MiB/h" for r in rates) + " |")
+    print("|---|" + "---:|" * len(rates))
+    for sigma in sorted(set(NOISE_LEVELS.values())):
+        print(f"| {sigma:g} MiB | " + " | ".join(f"{sum(by_noise[(sigma, r)]) / len(by_noise[(sigma, r)]):.2f}"
+                                             for r in rates) + " |")
     print("\n| healthy shape | series | false alarms |")
     print("|---|---:|---:|")
     total = 0
