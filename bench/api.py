@@ -6,7 +6,9 @@
 
 Measures, at 1, 8 and 32 concurrent clients, submissions per second and p50/p99 latency
 of POST /api/v1/requests, beside a bare endpoint that inserts one row on the same server
-and database, in the same run, alternating the two (the ratio is the figure; goal ≥ 0.7).
+and database, in the same run, alternating the two (the ratio is the figure; goal ≥ 0.7). With
+--django-reference, also the bare insert served by Django's own ASGI handler (how the API
+was served before oversight.asgi.AgentAPIHandler), alternating with the other two.
 Then the latency from an operator's decision committing to a long-polling agent getting
 its answer, p50/p99 (goal p99 ≤ 50 ms).
 """
@@ -71,6 +73,12 @@ async def bare_insert(client, n, i):
     return await client.post("/api/bench/insert", json={})
 
 
+async def bare_insert_django(client, n, i):
+    # The same insert on Django's own ASGI handler, as the API was served before
+    # oversight.asgi.AgentAPIHandler.
+    return await client.post("/api/bench/insert-django", json={})
+
+
 async def decision_latency(url: str, headers: dict, rounds: int, parallel: int) -> list[float]:
     """Agents long-poll pending requests; this process decides them; time to each answer."""
     from asgiref.sync import sync_to_async
@@ -115,7 +123,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement (each runs twice)")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--web-workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=20, help="decision-latency rounds")
+    parser.add_argument("--django-reference", action="store_true",
+                        help="also the bare insert on Django's own ASGI handler (a third, alternating column)")
+    parser.add_argument("--rounds", type=int, default=20, help="decision-latency rounds (0: skip them)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="oversight-bench-"))
@@ -129,17 +139,24 @@ def main() -> int:
         supervisor.start("web", web_argv(port, workers=args.web_workers), env=env, log=work / "web.log")
         wait_for_port(port, what="uvicorn", timeout=60)
         url = f"http://127.0.0.1:{port}"
-        asyncio.run(load(url, bare_insert, 4, 1.0))  # warm up both paths
+        asyncio.run(load(url, bare_insert, 4, 1.0))  # warm up every path
+        asyncio.run(load(url, bare_insert_django, 4, 1.0))
         asyncio.run(load(url, api_submit(headers), 4, 1.0))
 
         print(f"\nAgent API on uvicorn ({args.web_workers} workers), {database}, Redis; "
               f"{args.seconds:.0f} s x 2 per cell, alternating\n")
+        reference = " | bare on Django's handler/s  submit ÷ it" if args.django_reference else ""
         print(f"{'clients':>7} | {'bare insert/s':>13} {'p50 ms':>7} {'p99 ms':>7} | "
-              f"{'submit/s':>9} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5} | errors")
-        print("-" * 92)
+              f"{'submit/s':>9} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5} | errors{reference}")
+        print("-" * (92 + len(reference)))
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
             base_rates, api_rates, base_lat, api_lat, errors = [], [], [], [], 0
+            django_rates = []
             for _ in range(2):
+                if args.django_reference:
+                    rate, _, err = asyncio.run(load(url, bare_insert_django, concurrency, args.seconds))
+                    django_rates.append(rate)
+                    errors += err
                 rate, lat, err = asyncio.run(load(url, bare_insert, concurrency, args.seconds))
                 base_rates.append(rate)
                 base_lat += lat
@@ -151,8 +168,14 @@ def main() -> int:
             base, api = statistics.mean(base_rates), statistics.mean(api_rates)
             print(f"{concurrency:>7} | {base:>13.0f} {percentile(base_lat, 50) * 1e3:>7.1f} "
                   f"{percentile(base_lat, 99) * 1e3:>7.1f} | {api:>9.0f} {percentile(api_lat, 50) * 1e3:>7.1f} "
-                  f"{percentile(api_lat, 99) * 1e3:>7.1f} | {api / base:>5.2f} | {errors}")
+                  f"{percentile(api_lat, 99) * 1e3:>7.1f} | {api / base:>5.2f} | {errors:>6}", end="")
+            if django_rates:
+                django = statistics.mean(django_rates)
+                print(f" | {django:>26.0f} {api / django:>11.2f}", end="")
+            print()
 
+        if args.rounds <= 0:
+            return 0
         django_here(env)
         for parallel, rounds in ((1, args.rounds), (8, args.rounds), (200, 2)):
             latencies = asyncio.run(decision_latency(url, headers, rounds, parallel))

@@ -35,6 +35,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=1000, help="submissions to profile")
     parser.add_argument("--top", type=int, default=25, help="lines of the profile to print")
+    parser.add_argument("--sort", default="cumulative", help="pstats sort keys, comma-separated (e.g. tottime)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="oversight-profile-"))
@@ -95,7 +96,7 @@ def main() -> int:
               f"(unprofiled, {args.n} each; ratio {bare / plain:.2f})\n")
         out = io.StringIO()
         stats = pstats.Stats(profile, stream=out)
-        stats.sort_stats("cumulative").print_stats(args.top)
+        stats.sort_stats(*args.sort.split(",")).print_stats(args.top)
         print(out.getvalue())
         return 0
     finally:

@@ -8,6 +8,7 @@ middleware costs a thread hop on every request.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oversight.settings")
@@ -19,8 +20,10 @@ pages_app = get_asgi_application()  # sets Django up; imports below need it
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
-from django.urls import path  # noqa: E402
+from django.core import signals  # noqa: E402
+from django.core.exceptions import RequestAborted  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
+from django.urls import path, set_script_prefix  # noqa: E402
 
 from oversight.bodylimit import BodyLimitMiddleware  # noqa: E402
 from oversight.consumers import FeedConsumer, SameOriginValidator  # noqa: E402
@@ -40,12 +43,93 @@ class LeanASGIHandler(ASGIHandler):
             settings.MIDDLEWARE = full
 
 
-api_app = LeanASGIHandler()
-LEAN_PREFIXES = ("/api/", "/healthz", "/metrics")
+class AgentAPIHandler(LeanASGIHandler):
+    """The lean handler without the thread hops Django's own handler makes around a view.
+
+    Django's ASGIHandler sends `request_started` and closes the response (which sends
+    `request_finished`) each through a thread-sensitive hop, in a per-request
+    thread-sensitive context that starts a thread of its own: two hops and a thread per
+    request, for receivers that close the database connections of a thread the agent
+    API never uses. Its views are async and make one hop of their own for all of their
+    database work (`oversight.api.views._in_thread`), which takes a healthy connection
+    and gives it back; so here the receivers run in place (cheap: this thread has no
+    database connection), and the rest is Django's handling unchanged: the body read
+    and its limit, the request, the disconnect watch, the response, the closers.
+    """
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send):
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            error_response.close()
+            return
+
+        async def process_request(request, send):
+            response = await self.run_get_response(request)
+            try:
+                await self.send_response(response, send)
+            except asyncio.CancelledError:
+                pass  # the client went away during the send
+            return response
+
+        # As Django: watch for a disconnect while the view runs (a long-poll is cancelled).
+        tasks = [
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(process_request(request, send)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass
+                except AssertionError:
+                    body_file.close()
+                    raise
+            else:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        try:
+            response = tasks[1].result()
+        except asyncio.CancelledError:
+            signals.request_finished.send(sender=self.__class__)
+        else:
+            response.close()  # its closers, then request_finished
+        body_file.close()
+
+
+api_app = AgentAPIHandler()
+lean_app = LeanASGIHandler()
+LEAN_PREFIXES = ("/healthz", "/metrics")
+# bench/api.py's reference: the bare insert on the lean Django handler, as the agent API
+# was served before AgentAPIHandler (only routed with OVERSIGHT_BENCH=1).
+DJANGO_HANDLER_PATHS = ("/api/bench/insert-django",) if settings.OVERSIGHT_BENCH else ()
 
 
 async def http_app(scope, receive, send):
-    app = api_app if scope["path"].startswith(LEAN_PREFIXES) else pages_app
+    path = scope["path"]
+    if path.startswith("/api/") and path not in DJANGO_HANDLER_PATHS:
+        app = api_app
+    elif path.startswith(LEAN_PREFIXES) or path in DJANGO_HANDLER_PATHS:
+        app = lean_app
+    else:
+        app = pages_app
     await app(scope, receive, send)
 
 

@@ -30,7 +30,7 @@ class Evaluation:
 
 
 # Every column of the current policies, read raw: no query compilation, no models.
-_CURRENT_ROWS_SQL = "SELECT {} FROM {} WHERE is_current = %s ORDER BY id".format(  # noqa: S608 - model metadata only
+CURRENT_ROWS_SQL = "SELECT {} FROM {} WHERE is_current = %s ORDER BY id".format(  # noqa: S608 - model metadata only
     ", ".join(connection.ops.quote_name(f.column) for f in Policy._meta.concrete_fields), Policy._meta.db_table
 )
 
@@ -38,9 +38,13 @@ _CURRENT_ROWS_SQL = "SELECT {} FROM {} WHERE is_current = %s ORDER BY id".format
 _current_copy: tuple[str, list, dict[str, Policy]] | None = None
 
 
-def current_policy(operation: str) -> Policy:
-    """The current version for `operation`, falling back to the default policy `*`."""
-    policies = current_policies()
+def current_policy(operation: str, policies: dict[str, Policy] | None = None) -> Policy:
+    """The current version for `operation`, falling back to the default policy `*`.
+
+    `policies`: the current policies as `current_policies()` (or `policies_from_rows`)
+    gave them; read now when not given."""
+    if policies is None:
+        policies = current_policies()
     policy = policies.get(operation) or policies.get(Policy.DEFAULT_OPERATION)
     if policy is None:
         # The default policy is seeded by a migration; a database without it is
@@ -57,10 +61,17 @@ def current_policies() -> dict[str, Policy]:
     was built from: any edit anywhere (a new version, a setting changed in place, a
     deletion) is seen by the next call, and only then are model objects built again.
     The copy's objects are shared: callers must not change them."""
-    global _current_copy
     with connection.cursor() as cursor:
-        cursor.execute(_CURRENT_ROWS_SQL, [True])
-        rows = [tuple(row) for row in cursor.fetchall()]
+        cursor.execute(CURRENT_ROWS_SQL, [True])
+        return policies_from_rows(cursor.fetchall())
+
+
+def policies_from_rows(fetched) -> dict[str, Policy]:
+    """The current policies for the rows of CURRENT_ROWS_SQL just read (by the caller, in
+    a statement of its own): the process's copy while the rows are equal to the ones it
+    was built from, else objects built anew."""
+    global _current_copy
+    rows = [tuple(row) for row in fetched]
     database = f"{connection.alias}:{connection.settings_dict['NAME']}"
     copy = _current_copy
     if copy is not None and copy[0] == database and copy[1] == rows:

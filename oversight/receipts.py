@@ -244,7 +244,7 @@ def _new_key_row(generation: int, signs_from: datetime, now: datetime):
                       signs_from=signs_from, private_key=_fernet().encrypt(_pem(private)).decode())
 
 
-_SIGNING_KEY_SQL = (
+SIGNING_KEY_SQL = (
     "SELECT kid, private_key FROM oversight_signingkey WHERE signs_from <= %s ORDER BY generation DESC LIMIT 1"
 )
 
@@ -258,9 +258,18 @@ def signing_key(now: datetime | None = None) -> tuple[Ed25519PrivateKey, str]:
     now = now or timezone.now()
     # Raw: read on every decision receipt, so no query compilation and no model.
     with connection.cursor() as cursor:
-        cursor.execute(_SIGNING_KEY_SQL, [connection.ops.adapt_datetimefield_value(now)])
+        cursor.execute(SIGNING_KEY_SQL, [connection.ops.adapt_datetimefield_value(now)])
         row = cursor.fetchone()
-    if row is None:
+    return signing_key_from_row(row, now)
+
+
+def signing_key_from_row(row: tuple[str, str] | None, now: datetime) -> tuple[Ed25519PrivateKey, str]:
+    """`signing_key` for the row of SIGNING_KEY_SQL the caller read itself (as part of a
+    larger statement): (kid, encrypted private key), or None when there is no key yet."""
+    configured = _configured_key()
+    if configured is not None:
+        return configured[0], configured[1]["kid"]
+    if row is None or row[0] is None:
         row = _first_key(now)
     kid, token = row
     return _load_pem(_decrypt(token, settings.SECRET_KEY)), kid
@@ -382,25 +391,26 @@ def claims(req, *, now: datetime, ttl: int) -> dict:
     }
 
 
-def sign(payload: dict, *, now: datetime | None = None) -> str:
-    key, kid = signing_key(now)
+def sign(payload: dict, *, now: datetime | None = None, key=None) -> str:
+    """`payload` signed by `key` ((private key, kid)), by default the key that signs `now`."""
+    key, kid = key or signing_key(now)
     return jwt.encode(payload, key, algorithm=ALGORITHM, headers={"kid": kid, "typ": "JWT"})
 
 
-def make_receipt(req, *, now: datetime | None = None, ttl: int = DECISION_TTL) -> str:
+def make_receipt(req, *, now: datetime | None = None, ttl: int = DECISION_TTL, key=None) -> str:
     """A receipt of `req`'s final decision, valid for `ttl` seconds from `now`."""
     now = now or timezone.now()
-    return sign(claims(req, now=now, ttl=ttl), now=now)
+    return sign(claims(req, now=now, ttl=ttl), now=now, key=key)
 
 
-def decision_receipt(req, *, now: datetime | None = None) -> str:
+def decision_receipt(req, *, now: datetime | None = None, key=None) -> str:
     """The decision-time receipt, or "" when no key can sign (logged as an error).
 
     A node that can't sign (SECRET_KEY differs from the one that stored the key, a bad
     OVERSIGHT_SIGNING_KEY) still records the decision: verifiers then find no receipt
     and refuse, which is the safe side, while deadlines keep being applied."""
     try:
-        return make_receipt(req, now=now)
+        return make_receipt(req, now=now, key=key)
     except SigningKeyError:
         log.exception("No receipt for request %s", req.pk)
         return ""

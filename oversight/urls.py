@@ -22,6 +22,7 @@ if settings.OVERSIGHT_BENCH:
     from oversight.api.bench import insert_one
 
     api_patterns.append(path("api/bench/insert", insert_one))
+    api_patterns.append(path("api/bench/insert-django", insert_one))  # on Django's handler (oversight/asgi.py)
 
 urlpatterns = [
     *api_patterns,

@@ -2,7 +2,9 @@
 
 Served only when OVERSIGHT_BENCH=1, through the same lean handler and the same
 single thread hop as the API (`_in_thread`), so the benchmark's ratio measures what
-the API itself adds (auth, validation, policy, audit, events).
+the API itself adds (auth, validation, policy, audit, events). /api/bench/insert-django is
+the same insert served by Django's own (lean) ASGI handler, as the API was before
+oversight.asgi.AgentAPIHandler: the reference for what that handler saves.
 """
 
 from __future__ import annotations

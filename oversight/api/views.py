@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,7 @@ from django.utils.dateparse import parse_datetime
 from pydantic import ValidationError
 
 from oversight import actions, jsontext, receipts
-from oversight.api import schemas
+from oversight.api import schemas, submitread
 from oversight.api.errors import (
     ApiError,
     internal_error,
@@ -93,22 +94,33 @@ def _in_thread(func, *args, **kwargs):
     return sync_to_async(run, thread_sensitive=False)()
 
 
-def authenticate(request: HttpRequest) -> ApiKey:
+def _bearer(request: HttpRequest) -> str:
+    """The raw API key of the Authorization header, or the 401 for a missing one."""
     header = request.headers.get("Authorization", "")
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
         raise ApiError(401, "unauthenticated", "Send your API key as 'Authorization: Bearer <key>'.")
+    return raw.strip()
+
+
+def authenticate(request: HttpRequest) -> ApiKey:
+    raw = _bearer(request)
     try:
-        key = ApiKey.objects.select_related("agent").get(digest=hash_key(raw.strip()))
+        key = ApiKey.objects.select_related("agent").get(digest=hash_key(raw))
     except ApiKey.DoesNotExist:
         raise ApiError(401, "unauthenticated", "Unknown API key.") from None
     if key.revoked_at is not None:
         raise ApiError(401, "unauthenticated", "This API key has been revoked.")
+    _used(key)
+    return key
+
+
+def _used(key: ApiKey) -> None:
+    """Note the key's use (at most every LAST_USED_RESOLUTION) and count it against the rate limit."""
     now = timezone.now()
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
     _rate_limit(key)
-    return key
 
 
 def _rate_limit(key: ApiKey) -> None:
@@ -140,7 +152,7 @@ def _count_this_minute(cache_key: str) -> int:
     cache = caches["default"]
     if isinstance(cache, RedisCache):
         full_key = cache.make_and_validate_key(cache_key)
-        pipe = cache._cache.get_client(full_key, write=True).pipeline(transaction=False)
+        pipe = _pipeline(cache._cache.get_client(full_key, write=True))
         pipe.incr(full_key)
         pipe.expire(full_key, 70)
         count, _ = pipe.execute()
@@ -148,6 +160,20 @@ def _count_this_minute(cache_key: str) -> int:
     if cache.add(cache_key, 1, timeout=70):
         return 1
     return cache.incr(cache_key)
+
+
+_pipelines = threading.local()
+
+
+def _pipeline(client):
+    """A pipeline of `client` for this thread, made once: making one copies the client's
+    table of response callbacks (about 170 entries) each time. `execute` leaves it empty
+    and gives its connection back to the pool, so it is reused as new."""
+    pipe = getattr(_pipelines, "pipe", None)
+    if pipe is None or _pipelines.client is not client:
+        pipe = client.pipeline(transaction=False)
+        _pipelines.pipe, _pipelines.client = pipe, client
+    return pipe
 
 
 def _count_in_database(agent_id: int, minute: int) -> int:
@@ -415,12 +441,27 @@ async def submit(request: HttpRequest):
 
 
 def _submit(request: HttpRequest, parsed, header_key: str | None) -> tuple[int, dict]:
-    key = authenticate(request)
-    body = _validated(parsed, schemas.SubmitRequest)
-    if body.payload is not None and jsontext.serialized_size(body.payload) > schemas.MAX_PAYLOAD_BYTES:
-        raise ApiError(413, "payload_too_large", f"payload is over {schemas.MAX_PAYLOAD_BYTES // 1024} KiB serialized.")
-    if problems := jsontext.integer_problems(body.payload):  # its size was judged just above
-        raise validation_error(problems)
+    raw_key = _bearer(request)
+    try:
+        body = _validated(parsed, schemas.SubmitRequest)
+        if body.payload is not None and jsontext.serialized_size(body.payload) > schemas.MAX_PAYLOAD_BYTES:
+            raise ApiError(413, "payload_too_large",
+                           f"payload is over {schemas.MAX_PAYLOAD_BYTES // 1024} KiB serialized.")
+        if problems := jsontext.integer_problems(body.payload):  # its size was judged just above
+            raise validation_error(problems)
+    except ApiError:
+        authenticate(request)  # a bad body never hides a bad key
+        raise
+    payload = body.payload or {}
+    now = timezone.now()
+    payload_sha256 = receipts.payload_digest(payload)
+    # The key, the policies, the reject cooldown and the signing key: one read.
+    read = submitread.read(hash_key(raw_key), body.operation, payload_sha256, now)
+    if read.key is None:
+        message = "This API key has been revoked." if read.revoked else "Unknown API key."
+        raise ApiError(401, "unauthenticated", message)
+    key = read.key
+    _used(key)
     idempotency_key = body.idempotency_key
     if header_key is not None:
         if idempotency_key is not None and idempotency_key != header_key:
@@ -438,14 +479,16 @@ def _submit(request: HttpRequest, parsed, header_key: str | None) -> tuple[int, 
     submission = actions.Submission(
         operation=body.operation,
         summary=body.summary,
-        payload=body.payload or {},
+        payload=payload,
         metrics=body.metrics.as_dict() if body.metrics else {},
         timeout_seconds=body.timeout_seconds,
         callback_url=body.callback_url or "",
         idempotency_key=idempotency_key,
     )
     try:
-        req, created = actions.do_submit(key.agent, submission, api_key=key)
+        req, created = actions.do_submit(
+            key.agent, submission, api_key=key, now=now, read=read, payload_sha256=payload_sha256
+        )
     except actions.IdempotencyConflict:
         raise ApiError(
             409, "idempotency_conflict", "This idempotency key was already used with a different body."
