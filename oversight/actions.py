@@ -260,7 +260,7 @@ def do_submit(
         try:
             signing = receipts.signing_key_from_row(read.signing_row, now)
         except receipts.SigningKeyError:
-            signing = None  # decision_receipt reads it again, logs and stores no receipt
+            pass  # decision_receipt reads it again, logs and stores no receipt
 
     try:
         if req.status != Status.PENDING and not req.critical and not req.callback_url:

@@ -294,6 +294,11 @@ def _get_for_agent(key: ApiKey, request_id) -> OversightRequest:
 # --- Long-poll ------------------------------------------------------------------
 
 
+# How long after the deadline (by the database's clock) a waiter reads the request
+# again: SQLite's clock and the event loop's timers have millisecond resolution.
+DEADLINE_SLACK = 0.002
+
+
 async def _wait_for_decision(request_id, deadline: datetime | None, seconds: int) -> dict | None:
     """Wait up to `seconds` for the request to be decided; returns the fresh resource,
     or None when nothing changed. Woken by the decision's broadcast, not by polling.
@@ -353,11 +358,6 @@ async def _wait_for_decision(request_id, deadline: datetime | None, seconds: int
         await layer.group_discard(group, channel)
         if not released:
             await forget_channel(layer, channel)
-
-
-# How long after the deadline (by the database's clock) a waiter reads the request
-# again: SQLite's clock and the event loop's timers have millisecond resolution.
-DEADLINE_SLACK = 0.002
 
 
 def _decided_resource(message: dict) -> dict | None:
