@@ -47,6 +47,7 @@ def create_pending(agent_name: str, count: int, lead: float, spread: float) -> t
     import uuid
 
     from oversight import actions, deadlines
+    from oversight.dbclock import db_now
     from oversight.models import Agent, OversightRequest
 
     agent = Agent.objects.get(name=agent_name)
@@ -55,7 +56,7 @@ def create_pending(agent_name: str, count: int, lead: float, spread: float) -> t
     submission = actions.Submission(operation="delegate", summary="bench", payload={},
                                     metrics={"delegation_depth": 5})
     template = actions.do_submit(agent, submission)[0]  # stays pending, outside what is measured
-    start = actions.db_now() + timedelta(seconds=lead)
+    start = db_now() + timedelta(seconds=lead)
     requests = []
     for i in range(count):
         template.pk = uuid.uuid4()

@@ -14,16 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models import F
-from django.db.models.functions import Now
 from django.utils import timezone
 
 from oversight import policy as policies
 from oversight import receipts
+from oversight.dbclock import NOW_SQL, DatabaseNow
 from oversight.diffs import json_changes
 from oversight.events import FEED_GROUP, ROUTINE_GROUP, request_group, send_event_on_commit
 from oversight.models import (
@@ -392,7 +392,7 @@ def _check_pending_limit(agent: Agent, now: datetime) -> None:
     """At most `max_pending` pending requests per agent. Locks the agent's row (on
     PostgreSQL) so that concurrent submissions count one after another."""
     Agent.objects.select_for_update().filter(pk=agent.pk).values_list("pk", flat=True).first()
-    pending = OversightRequest.objects.filter(agent=agent, status=Status.PENDING, deadline__gt=Now())
+    pending = OversightRequest.objects.filter(agent=agent, status=Status.PENDING, deadline__gt=DatabaseNow())
     if pending.count() < agent.max_pending:
         return
     soonest = pending.order_by("deadline").values_list("deadline", flat=True).first()
@@ -470,7 +470,7 @@ def do_decide(
     if source == Source.TIMEOUT:
         raise ValueError("Timeouts are applied by claim_timeouts, on the database's clock.")
     # Before the deadline by the database's clock (spec §9.1), not this process's.
-    claim = OversightRequest.objects.filter(id=request_id, status=Status.PENDING, deadline__gt=Now())
+    claim = OversightRequest.objects.filter(id=request_id, status=Status.PENDING, deadline__gt=DatabaseNow())
 
     with transaction.atomic():
         won = claim.update(
@@ -547,7 +547,7 @@ def do_approve(
                         "decision_reason": reason, "decided_at": now, "decision_note": note}
         with transaction.atomic():
             won = OversightRequest.objects.filter(
-                id=request_id, status=Status.PENDING, approval_count=count, deadline__gt=Now()
+                id=request_id, status=Status.PENDING, approval_count=count, deadline__gt=DatabaseNow()
             ).update(**changes)
             if won == 1:
                 req = _load(request_id)
@@ -589,30 +589,11 @@ def _agreed_grant(approvals: list[dict]) -> GrantAsked | None:
 
 TIMEOUT_REASON = "No decision before the deadline: the policy's timeout action ({action}) applied."
 
-# The database's clock in a raw statement (spec §9.1: the claiming statement compares
-# with the database's now()). SQLite stores datetimes as 'YYYY-MM-DD HH:MM:SS.ffffff'
-# text in UTC, which compares as text with this.
-DB_NOW_SQL = {"postgresql": "STATEMENT_TIMESTAMP()", "sqlite": "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now')"}
-
-
-def db_now() -> datetime:
-    """The database's clock (what decides whether a deadline has passed)."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {DB_NOW_SQL[connection.vendor]}", [])
-        value = cursor.fetchone()[0]
-    return parse_sqlite_datetime(value) if isinstance(value, str) else value
-
-
-def parse_sqlite_datetime(value: str | None) -> datetime | None:
-    """A datetime as SQLite stores and computes it (UTC text) read by a raw query."""
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
 def _claim_sql(ids: list | None, limit: int) -> tuple[str, list]:
     """One conditional UPDATE claiming pending requests past their deadline by the
     database's clock, returning the ids this statement decided."""
     table = connection.ops.quote_name(OversightRequest._meta.db_table)
-    now = DB_NOW_SQL[connection.vendor]
+    now = NOW_SQL[connection.vendor]
     reason = TIMEOUT_REASON.split("{action}")
     due_params: list = []
     sets = f"""status = CASE timeout_action WHEN 'approve' THEN 'approved' ELSE 'rejected' END,
@@ -674,7 +655,7 @@ def claim_timeouts(*, ids: list | None = None, limit: int = 200) -> list[Oversig
 
 def _overdue():
     """Pending requests past their deadline by the database's clock."""
-    return OversightRequest.objects.filter(status=Status.PENDING, deadline__lte=Now())
+    return OversightRequest.objects.filter(status=Status.PENDING, deadline__lte=DatabaseNow())
 
 
 def apply_timeout_if_due(req: OversightRequest) -> OversightRequest:
@@ -741,7 +722,7 @@ def escalate_due(*, now: datetime | None = None, batch: int = 200) -> int:
     returns how many this call escalated."""
     now = now or timezone.now()
     due = list(
-        OversightRequest.objects.filter(status=Status.PENDING, escalated_at__isnull=True, escalate_at__lte=Now())
+        OversightRequest.objects.filter(status=Status.PENDING, escalated_at__isnull=True, escalate_at__lte=DatabaseNow())
         .order_by("escalate_at")
         .values_list("id", flat=True)[:batch]
     )
@@ -900,7 +881,7 @@ def use_standing_grant(agent: Agent, operation: str, policy: Policy, triggers: l
     """
     fired = {t["rule"]: t["value"] for t in triggers if t["fired"]}
     digest = receipts.payload_digest(payload)
-    live = {"revoked_at__isnull": True, "uses_left__gt": 0, "expires_at__gt": Now()}
+    live = {"revoked_at__isnull": True, "uses_left__gt": 0, "expires_at__gt": DatabaseNow()}
     candidates = StandingGrant.objects.filter(agent=agent, operation=operation, policy=policy, **live)
     for grant in candidates.order_by("expires_at", "id"):
         if grant.payload_digest and grant.payload_digest != digest:
@@ -956,6 +937,6 @@ def grants_in_force():
     """Grants that can still approve something: for the queue page and the feed's snapshot."""
     return (
         StandingGrant.objects.select_related("agent", "policy")
-        .filter(revoked_at__isnull=True, uses_left__gt=0, expires_at__gt=Now(), policy__is_current=True)
+        .filter(revoked_at__isnull=True, uses_left__gt=0, expires_at__gt=DatabaseNow(), policy__is_current=True)
         .order_by("expires_at", "id")
     )

@@ -25,7 +25,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import close_old_connections, connections
 
-from oversight import actions
+from oversight import actions, dbclock
 from oversight.models import OversightRequest
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def _due_times() -> tuple[datetime | None, datetime | None]:
     from django.db import connection
 
     table = connection.ops.quote_name(OversightRequest._meta.db_table)
-    now = actions.DB_NOW_SQL[connection.vendor]
+    now = dbclock.NOW_SQL[connection.vendor]
     sql = (
         f"SELECT (SELECT MIN(deadline) FROM {table} WHERE status = 'pending'),"  # noqa: S608 (constants only)
         f" (SELECT MIN(escalate_at) FROM {table} WHERE status = 'pending' AND escalated_at IS NULL), {now}"
@@ -57,7 +57,7 @@ def _due_times() -> tuple[datetime | None, datetime | None]:
         cursor.execute(sql, [])
         deadline, escalation, database_now = cursor.fetchone()
     if connection.vendor == "sqlite":
-        deadline, escalation, database_now = (actions.parse_sqlite_datetime(v) for v in (deadline, escalation,
+        deadline, escalation, database_now = (dbclock.parse_sqlite_datetime(v) for v in (deadline, escalation,
                                                                                         database_now))
     due = [at for at in (deadline, escalation) if at is not None]
     return (min(due) if due else None), database_now

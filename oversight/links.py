@@ -28,7 +28,6 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
 from django.db import transaction
-from django.db.models.functions import Now
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -36,6 +35,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from oversight import actions, deciders
+from oversight.dbclock import DatabaseNow
 from oversight.models import DecisionLink, OversightRequest, Source, Status
 from oversight.roles import OPERATORS, has_role
 from oversight.serializers import request_dict
@@ -85,7 +85,7 @@ def _link(token: str) -> DecisionLink:
 def _usable(link: DecisionLink) -> bool:
     return (
         link.used_at is None
-        and DecisionLink.objects.filter(id=link.id, used_at__isnull=True, expires_at__gt=Now()).exists()
+        and DecisionLink.objects.filter(id=link.id, used_at__isnull=True, expires_at__gt=DatabaseNow()).exists()
     )
 
 
@@ -144,7 +144,7 @@ def _decide(request: HttpRequest, link: DecisionLink, token: str) -> HttpRespons
     try:
         with transaction.atomic():
             # Burn the pair first: of two taps racing, one burns it and decides.
-            burnt = DecisionLink.objects.filter(pair=link.pair, used_at__isnull=True, expires_at__gt=Now())
+            burnt = DecisionLink.objects.filter(pair=link.pair, used_at__isnull=True, expires_at__gt=DatabaseNow())
             if burnt.update(used_at=timezone.now()) == 0:
                 return _page(request, link, token, status=409, state="used")
             actions.do_decide(link.request_id, outcome=outcome, source=Source.OPERATOR,

@@ -25,7 +25,6 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
-from django.db.models.functions import Now
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -41,6 +40,7 @@ from oversight.api.errors import (
     unavailable,
     validation_error,
 )
+from oversight.dbclock import DatabaseNow
 from oversight.events import forget_channel, request_group
 from oversight.models import ApiKey, OversightRequest, Status, hash_key
 from oversight.serializers import request_dict
@@ -381,7 +381,7 @@ def _reload_timed(request_id) -> tuple[dict, float | None]:
     clock (None without a deadline): the seconds left by the database's clock, read in the
     same query, counted from when that query returned, not from when the caller
     resumes (a busy event loop or thread pool would push the deadline later)."""
-    req = OversightRequest.objects.select_related("agent").annotate(database_now=Now()).get(id=request_id)
+    req = OversightRequest.objects.select_related("agent").annotate(database_now=DatabaseNow()).get(id=request_id)
     at = time.monotonic()
     due = None if req.deadline is None else at + max(0.0, (req.deadline - req.database_now).total_seconds())
     return request_dict(actions.apply_timeout_if_due(req)), due

@@ -8,6 +8,7 @@ import time_machine
 from django.db import close_old_connections
 
 from oversight import actions
+from oversight.dbclock import DatabaseNow, db_now
 from oversight.models import AuditEvent, OversightRequest, Policy, Source, Status
 from tests.conftest import past_deadline
 
@@ -81,6 +82,18 @@ def test_nothing_times_out_before_the_deadline(agent):
 
 
 @pytest.mark.django_db
+def test_a_deadline_is_due_within_its_own_millisecond(agent):
+    """SQLite's now has milliseconds, stored datetimes microseconds: a deadline of exactly
+    the database's now is due at once, both to a read and to the claim, never a
+    millisecond later (a read within that millisecond found the request pending)."""
+    req = _critical(agent)
+    for _ in range(50):  # most rounds fall within db_now()'s millisecond
+        OversightRequest.objects.filter(id=req.id).update(deadline=db_now())
+        assert OversightRequest.objects.filter(id=req.id, deadline__lte=DatabaseNow()).exists()
+    assert actions.apply_timeout_if_due(OversightRequest.objects.get(id=req.id)).status == Status.APPROVED
+
+
+@pytest.mark.django_db
 def test_the_sweep_applies_a_batch_in_deadline_order(agent, short_timeouts):
     reqs = [_critical(agent, timeout_seconds=10 + i) for i in range(5)]
     for i, req in enumerate(reqs[:4]):
@@ -111,7 +124,7 @@ def test_escalation_marks_the_request_once_at_its_time(agent):
     assert actions.escalate_due() == 0
     with time_machine.travel(req.escalate_at + timedelta(seconds=1), tick=False):
         assert actions.escalate_due() == 0  # this process's clock says due: the database's decides
-    OversightRequest.objects.filter(id=req.id).update(escalate_at=actions.db_now() - timedelta(milliseconds=1))
+    OversightRequest.objects.filter(id=req.id).update(escalate_at=db_now() - timedelta(milliseconds=1))
     assert actions.escalate_due() == 1
     assert actions.escalate_due() == 0
     req.refresh_from_db()

@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from django.db.models import DateTimeField, ExpressionWrapper, Value
-from django.db.models.functions import Now
 
 from oversight import actions, deadlines
 from oversight.api import views
+from oversight.dbclock import DatabaseNow
 from oversight.models import AuditEvent, Delivery, OversightRequest, Source, Status
 from oversight.serializers import iso
 from tests.conftest import allow_short_timeouts, other_workers_paused
@@ -76,8 +76,8 @@ async def test_a_waiter_that_wakes_before_the_database_judges_the_deadline_passe
     """The waiter's reading of the database's clock puts the deadline 0.3 s early: at that
     moment the request is not due (the database decides, spec §9.1), so the answer is not
     an early `pending` but the timeout, applied once it is due."""
-    ahead = ExpressionWrapper(Now() + Value(timedelta(seconds=0.3)), output_field=DateTimeField())
-    monkeypatch.setattr(views, "Now", lambda: ahead)
+    ahead = ExpressionWrapper(DatabaseNow() + Value(timedelta(seconds=0.3)), output_field=DateTimeField())
+    monkeypatch.setattr(views, "DatabaseNow", lambda: ahead)
     with other_workers_paused():
         req = await sync_to_async(_critical)(agent, timeout_seconds=1)
         resource = await asyncio.wait_for(views._wait_for_decision(str(req.id), req.deadline, 20), 15)
