@@ -658,13 +658,19 @@ def _overdue():
     return OversightRequest.objects.filter(status=Status.PENDING, deadline__lte=DatabaseNow())
 
 
-def apply_timeout_if_due(req: OversightRequest) -> OversightRequest:
+def apply_timeout_if_due(req: OversightRequest, *, database_now: datetime | None = None) -> OversightRequest:
     """The lazy deadline check: a read of a request past its deadline (by the
     database's clock, whatever this process's clock says) applies the timeout.
 
     This is what makes the deadline hold with every worker down. Returns the
-    request as it now stands (decided by whoever won).
+    request as it now stands (decided by whoever won). `database_now`, the database's
+    clock read in the same query as `req` (when the caller has it): a request already
+    past its deadline by it is claimed at once, without looking again first.
     """
+    if database_now is not None and req.status == Status.PENDING and req.deadline is not None:
+        if req.deadline <= database_now:
+            return _claim_due([req.id])[req.id]
+        return req
     return apply_timeouts_if_due([req])[0]
 
 
@@ -678,11 +684,19 @@ def apply_timeouts_if_due(requests: list[OversightRequest]) -> list[OversightReq
     due = set(_overdue().filter(id__in=pending).values_list("id", flat=True))
     if not due:
         return requests
+    claimed = _claim_due(due)
+    return [claimed.get(r.id, r) for r in requests]
+
+
+def _claim_due(due) -> dict:
+    """{id: the request as it now stands} for requests past their deadline: claimed
+    here, or as whoever applied them first left them."""
+    due = set(due)
     claimed = {r.id: r for r in claim_timeouts(ids=list(due), limit=len(due))}
     lost = due - claimed.keys()
     if lost:  # someone else applied them first: as they now stand
         claimed |= {r.id: r for r in OversightRequest.objects.select_related("agent").filter(id__in=lost)}
-    return [claimed.get(r.id, r) for r in requests]
+    return claimed
 
 
 def do_cancel(agent: Agent, request_id, *, now: datetime | None = None) -> OversightRequest:

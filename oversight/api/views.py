@@ -372,8 +372,7 @@ def _decided_resource(message: dict) -> dict | None:
 
 
 def _reload(request_id) -> dict:
-    req = OversightRequest.objects.select_related("agent").get(id=request_id)
-    return request_dict(actions.apply_timeout_if_due(req))
+    return _reload_timed(request_id)[0]
 
 
 def _reload_timed(request_id) -> tuple[dict, float | None]:
@@ -384,7 +383,7 @@ def _reload_timed(request_id) -> tuple[dict, float | None]:
     req = OversightRequest.objects.select_related("agent").annotate(database_now=DatabaseNow()).get(id=request_id)
     at = time.monotonic()
     due = None if req.deadline is None else at + max(0.0, (req.deadline - req.database_now).total_seconds())
-    return request_dict(actions.apply_timeout_if_due(req)), due
+    return request_dict(actions.apply_timeout_if_due(req, database_now=req.database_now)), due
 
 
 LONG_POLL_DB_INTERVAL = 0.5  # seconds between database reads when pushes cannot be heard

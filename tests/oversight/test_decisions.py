@@ -5,7 +5,8 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
+from django.test.utils import CaptureQueriesContext
 
 from oversight import actions
 from oversight.dbclock import DatabaseNow, db_now
@@ -91,6 +92,30 @@ def test_a_deadline_is_due_within_its_own_millisecond(agent):
         OversightRequest.objects.filter(id=req.id).update(deadline=db_now())
         assert OversightRequest.objects.filter(id=req.id, deadline__lte=DatabaseNow()).exists()
     assert actions.apply_timeout_if_due(OversightRequest.objects.get(id=req.id)).status == Status.APPROVED
+
+
+@pytest.mark.django_db
+def test_a_read_that_saw_the_deadline_pass_claims_it_without_looking_again(agent):
+    """The database's now read with the request decides it: past the deadline, the claim
+    follows at once (one statement fewer than looking first); before it, nothing runs."""
+    warm, looked, told = _critical(agent), _critical(agent), _critical(agent)
+    for req in (warm, looked, told):
+        past_deadline(req, 0.5)
+    actions.apply_timeout_if_due(warm)  # the first receipt makes the signing key
+    with CaptureQueriesContext(connection) as looking:
+        assert actions.apply_timeout_if_due(OversightRequest.objects.get(id=looked.id)).status == Status.APPROVED
+    with CaptureQueriesContext(connection) as knowing:
+        read = OversightRequest.objects.annotate(database_now=DatabaseNow()).get(id=told.id)
+        decided = actions.apply_timeout_if_due(read, database_now=read.database_now)
+    assert (decided.status, decided.decision_source) == (Status.APPROVED, Source.TIMEOUT)
+    assert len(knowing) == len(looking) - 1
+    assert _decisions(told) == 1
+
+    early = _critical(agent)
+    read = OversightRequest.objects.annotate(database_now=DatabaseNow()).get(id=early.id)
+    with CaptureQueriesContext(connection) as nothing:
+        assert actions.apply_timeout_if_due(read, database_now=read.database_now).status == Status.PENDING
+    assert len(nothing) == 0
 
 
 @pytest.mark.django_db
