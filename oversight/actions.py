@@ -15,6 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import accumulate
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
@@ -591,8 +592,10 @@ TIMEOUT_REASON = "No decision before the deadline: the policy's timeout action (
 
 def _claim_sql(ids: list | None, limit: int) -> tuple[str, list]:
     """One conditional UPDATE claiming pending requests past their deadline by the
-    database's clock, returning the ids this statement decided."""
-    table = connection.ops.quote_name(OversightRequest._meta.db_table)
+    database's clock, returning what this statement decided: on SQLite the ids, on
+    PostgreSQL each request's columns, its agent's and its policy's, and the signing key."""
+    quote = connection.ops.quote_name
+    table = quote(OversightRequest._meta.db_table)
     now = NOW_SQL[connection.vendor]
     reason = TIMEOUT_REASON.split("{action}")
     due_params: list = []
@@ -614,10 +617,17 @@ def _claim_sql(ids: list | None, limit: int) -> tuple[str, list]:
         # instead, so it answers with the decision that claim commits, never "pending"
         # past the deadline; rows are locked in (deadline, id) order, so readers cannot
         # deadlock one another. MATERIALIZED: the locked set is computed once.
+        # The won rows come back whole, with their agent, policy and the key that signs
+        # now (one round trip instead of a SELECT after the UPDATE and one for the key).
         lock = "FOR UPDATE" if ids is not None else "FOR UPDATE SKIP LOCKED"
-        sql = f"""WITH due AS MATERIALIZED ({due} {lock})
-            UPDATE {table} AS r SET {sets.replace("timeout_action", "r.timeout_action")}
-            FROM due WHERE r.id = due.id AND r.status = 'pending' RETURNING r.id"""  # noqa: S608
+        signing = receipts.SIGNING_KEY_SQL.replace("%s", now)
+        sql = f"""WITH due AS MATERIALIZED ({due} {lock}),
+            won AS (UPDATE {table} AS r SET {sets.replace("timeout_action", "r.timeout_action")}
+                    FROM due WHERE r.id = due.id AND r.status = 'pending' RETURNING {_columns("r", OversightRequest)})
+            SELECT won.*, {_columns("a", Agent)}, {_columns("p", Policy)},
+                ({signing.replace("kid, private_key", "kid")}), ({signing.replace("kid, private_key", "private_key")})
+            FROM won JOIN {quote(Agent._meta.db_table)} a ON a.id = won.agent_id
+            LEFT JOIN {quote(Policy._meta.db_table)} p ON p.id = won.policy_id"""  # noqa: S608
         return sql, [*due_params, limit, *reason]
     else:
         # SQLite: the IMMEDIATE transaction holds the write lock, one claim at a time.
@@ -637,20 +647,54 @@ def claim_timeouts(*, ids: list | None = None, limit: int = 200) -> list[Oversig
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            won = [row[0] for row in cursor.fetchall()]
-        if not won:
+            rows = cursor.fetchall()
+        if not rows:
             return []
-        decided = list(OversightRequest.objects.select_related("agent", "policy").filter(id__in=won))
+        if connection.vendor == "postgresql":
+            decided = [_claimed_request(row) for row in rows]
+            key = receipts.signing_key_from_row(rows[0][-2:], decided[0].decided_at)
+        else:
+            won = [row[0] for row in rows]
+            decided = list(OversightRequest.objects.select_related("agent", "policy").filter(id__in=won))
+            key = None
         decided.sort(key=lambda r: r.deadline)
         if len(decided) == 1:
-            receipts.attach(decided[0], now=decided[0].decided_at)
+            receipts.attach(decided[0], now=decided[0].decided_at, key=key)
         else:
-            receipts.attach_many(decided)
+            receipts.attach_many(decided, key=key)
         AuditEvent.objects.bulk_create([_decided_event(req) for req in decided])
         for req in decided:
             _broadcast(req, "request.decided")
             _schedule_callback(req)
     return decided
+
+
+def _columns(alias: str, model) -> str:
+    quote = connection.ops.quote_name
+    return ", ".join(f"{alias}.{quote(f.column)}" for f in model._meta.concrete_fields)
+
+
+def _from_row(model, values):
+    """A model instance from its concrete columns as a raw cursor returned them (each
+    value through the converters the ORM would apply: JSON text parsed, and so on)."""
+    fields = model._meta.concrete_fields
+    converted = []
+    for field, value in zip(fields, values, strict=True):
+        col = field.get_col(model._meta.db_table)
+        for converter in connection.ops.get_db_converters(col) + field.get_db_converters(connection):
+            value = converter(value, col, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [f.attname for f in fields], converted)
+
+
+def _claimed_request(row: tuple) -> OversightRequest:
+    """A row of the PostgreSQL claim: the request's columns, its agent's, its policy's."""
+    ends = list(accumulate(len(m._meta.concrete_fields) for m in (OversightRequest, Agent, Policy)))
+    req = _from_row(OversightRequest, row[: ends[0]])
+    req.agent = _from_row(Agent, row[ends[0] : ends[1]])
+    policy_row = row[ends[1] : ends[2]]
+    req.policy = _from_row(Policy, policy_row) if policy_row[0] is not None else None
+    return req
 
 
 def _overdue():

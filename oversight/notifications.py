@@ -192,6 +192,8 @@ def schedule_for_request(req: OversightRequest, event: str, *, n: int = 0, extra
         except InvalidTarget:
             digest = hashlib.sha256(stored.encode()).hexdigest()[:16]
         keyed.setdefault(f"notify:{req.id}:{event}:{n}:{digest}", stored)
+    if not keyed:  # no targets: nothing to look up (every decision of a silent policy comes here)
+        return 0
     # Skip the keys already written (the sweep asks every interval); the unique key
     # still settles a race between two schedulers.
     for key in Delivery.objects.filter(key__in=list(keyed)).values_list("key", flat=True):

@@ -416,25 +416,26 @@ def decision_receipt(req, *, now: datetime | None = None, key=None) -> str:
         return ""
 
 
-def attach(req, *, now: datetime | None = None) -> None:
-    """Make the decision-time receipt of a request just decided, and store it."""
+def attach(req, *, now: datetime | None = None, key=None) -> None:
+    """Make the decision-time receipt of a request just decided, and store it; `key`,
+    (private key, kid), when the caller read the key that signs `now` itself."""
     from oversight.models import OversightRequest
 
-    req.receipt = decision_receipt(req, now=now)
+    req.receipt = decision_receipt(req, now=now, key=key)
     if req.receipt:
         OversightRequest.objects.filter(pk=req.pk).update(receipt=req.receipt)
 
 
-def attach_many(reqs: list, *, now: datetime | None = None) -> None:
+def attach_many(reqs: list, *, now: datetime | None = None, key=None) -> None:
     """`attach` for a batch decided by one statement (the timeout claim): the signing
-    key loaded once, each receipt made with its request's `decided_at`, all stored by
-    one UPDATE."""
+    key loaded once (or given), each receipt made with its request's `decided_at`, all
+    stored by one UPDATE."""
     from oversight.models import OversightRequest
 
     if not reqs:
         return
     try:
-        key, kid = signing_key(now or reqs[0].decided_at)
+        key, kid = key or signing_key(now or reqs[0].decided_at)
     except SigningKeyError:
         log.exception("No receipts for %d requests", len(reqs))
         return

@@ -119,6 +119,26 @@ def test_a_read_that_saw_the_deadline_pass_claims_it_without_looking_again(agent
 
 
 @pytest.mark.django_db
+def test_the_claim_returns_each_request_as_the_database_now_holds_it(agent, short_timeouts):
+    """On PostgreSQL the claim's one statement returns the decided rows with their agent
+    and policy: they must be the objects a fresh read builds, field for field."""
+    reqs = [_critical(agent, timeout_seconds=10 + i) for i in range(3)]
+    OversightRequest.objects.filter(id=reqs[1].id).update(payload={"table": "users", "rows": [1, 2.5, None]})
+    for req in reqs:
+        past_deadline(req, 0.5)
+    claimed = {r.id: r for r in actions.claim_timeouts(limit=10)}
+    assert claimed.keys() == {r.id for r in reqs}
+    for fresh in OversightRequest.objects.select_related("agent", "policy").filter(id__in=claimed):
+        got = claimed[fresh.id]
+        for model, ours, theirs in ((OversightRequest, got, fresh), (type(fresh.agent), got.agent, fresh.agent),
+                                    (type(fresh.policy), got.policy, fresh.policy)):
+            for field in model._meta.concrete_fields:
+                assert getattr(ours, field.attname) == getattr(theirs, field.attname), (model.__name__, field.name)
+    assert claimed[reqs[1].id].payload == {"table": "users", "rows": [1, 2.5, None]}
+    assert all(r.receipt for r in claimed.values())
+
+
+@pytest.mark.django_db
 def test_the_sweep_applies_a_batch_in_deadline_order(agent, short_timeouts):
     reqs = [_critical(agent, timeout_seconds=10 + i) for i in range(5)]
     for i, req in enumerate(reqs[:4]):
