@@ -70,7 +70,8 @@ and none of these guards objects (they apply to both rules):
 - *floor*: the slope and the net growth (last quarter's median − first quarter's, per
   hour) are both at least the floor (below);
 - *plateau*: the last third of the span is clearly less steep than the first two
-  thirds (under `plateau_ratio` of it, by more than two standard errors); or a
+  thirds (under `plateau_ratio` of it, by more than two standard errors) while the
+  quadratic fit below bends over by at least one standard error; or a
   quadratic fit bends over significantly, its slope at the end under `plateau_ratio`
   of the line's; or the span rises clearly more slowly than the `history` before it
   (a warm-up decelerates towards its plateau; a leak does not);
@@ -407,9 +408,13 @@ def _judge(points: list[tuple[float, float]], end: float, p: Params, value, dens
     early, late = fit(*_join(part(0, 3), part(1, 3)), min_rho=min_rho), fit(*part(2, 3), min_rho=min_rho)
     if early is None or late is None:
         return verdict(False, "too few samples")
-    if late.slope < p.plateau_ratio * early.slope and early.slope - late.slope > 2 * math.hypot(early.se, late.se):
-        return verdict(False, "decelerating: a plateau")
     bend = curvature(xs, ys, min_rho)
+    # The thirds' deceleration counts only where the quadratic fit bends over too (by one
+    # standard error): a warm-up decelerates in both, while a noisy stretch or a leak's
+    # bursts can make the last third look flat with no bend over the span.
+    if late.slope < p.plateau_ratio * early.slope and early.slope - late.slope > 2 * math.hypot(early.se, late.se) \
+            and bend is not None and bend[0] <= -bend[1]:
+        return verdict(False, "decelerating: a plateau")
     if bend is not None:
         end_slope = line.slope + 2 * bend[0] * (xs[-1] - sum(xs) / len(xs))
         if end_slope < p.plateau_ratio * line.slope and bend[0] < -2 * bend[1]:

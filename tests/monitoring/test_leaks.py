@@ -105,6 +105,17 @@ def test_bench_sawtooth_leaks_the_block_medians_found_late_are_found_within_the_
     assert verdict.leaking and verdict.reason.endswith(("(post-collection floor)", "(collection troughs)"))
 
 
+def test_a_last_third_that_reads_flat_is_no_plateau_when_the_span_does_not_bend_over():
+    # Bench seed 259: a 5 MiB/h leak under the sawtooth whose floor's last third read flat by
+    # chance at 55 minutes (the thirds' deceleration beyond two standard errors) while the
+    # quadratic fit did not bend over: it was found at 70 minutes.
+    from bench.leak_corpus import EVERY, corpus
+
+    s = next(c for c in corpus(259) if c.name == "leak-gc-sawtooth-5-0")
+    points = [(BENCH_T0 + timedelta(seconds=i * EVERY), v) for i, v in enumerate(s.values)]
+    assert first_alarm(points) <= 60
+
+
 def sawtooth(height, period=173.0):
     """A GC sawtooth: `height(minutes)` MiB of rise over each `period` seconds, then a drop."""
     return lambda m: height(m) * MIB * ((m * 60) % period) / period
