@@ -1,6 +1,7 @@
 """The leak detector against a labelled corpus, through the real path; and the scan's cost.
 
     .venv/bin/python bench/leaks.py                     # SQLite + a private Redis
+    .venv/bin/python bench/leaks.py --replay --seeds 200-259   # detector.judge alone, no database
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/oversight_bench REDIS_URL=redis://127.0.0.1:6379/8 \
         .venv/bin/python bench/leaks.py
 
@@ -15,7 +16,10 @@
    rate (found within 60 minutes of onset, and found at all), recall by shape for the
    rates ≥ 5 MiB/h, recall within 60 minutes by noise level (the linear leaks at σ 1.5,
    2, 3 and 5 MiB), false alarms by healthy shape, and detection delays. `--seeds 100-119`
-   runs the corpus of each seed in turn (a line per seed, then the tables pooled).
+   runs the corpus of each seed in turn (a line per seed, then the tables pooled). Each
+   seed's findings are checked against the replay below (same findings, same minutes).
+   `--replay` scores by the replay alone: the same scans over `detector.judge` without
+   the database (about 2 s a seed, where the real path takes minutes), for many seeds.
 2. Cost: one scan over --processes agent processes × 2 h of samples every 10 s
    (CPU seconds of this process, and wall time), beside the scan interval.
 """
@@ -23,6 +27,7 @@
 from __future__ import annotations
 
 import argparse
+import bisect
 import statistics
 import sys
 import tempfile
@@ -85,29 +90,69 @@ def measure(agent, seed: int) -> dict:
     started = time.perf_counter()
     scans = run_scans(3.0)
     elapsed = time.perf_counter() - started
-    first: dict[int, datetime] = {}
-    episodes: dict[int, int] = defaultdict(int)
+    found: dict[int, list[float]] = defaultdict(list)
     for f in LeakFinding.objects.order_by("detected_at"):
-        first.setdefault(f.pid - 1000, f.detected_at)
-        episodes[f.pid - 1000] += 1
-    out = {"seed": seed, "series": series, "scans": scans, "elapsed": elapsed, "delays": defaultdict(list),
-           "by_rate": defaultdict(list), "at_all": defaultdict(list), "by_shape": defaultdict(list),
-           "alarms": defaultdict(int), "misses": [], "false": [], "split": [], "by_noise": defaultdict(list)}
+        found[f.pid - 1000].append((f.detected_at - T0).total_seconds() / 60)
+    return score(seed, series, found, scans, elapsed)
+
+
+def replay(seed: int, hours: float = 3.0) -> dict:
+    """The same scans as `measure` over `detector.judge` alone, without the database: the
+    same moments, the samples as stored (whole bytes, read from the span and history before
+    each scan's end), and a finding's life as `leaks.handle_one_verdict` leads it (a new
+    finding when a process is first judged leaking, cleared when the verdict says stopped)."""
+    from django.conf import settings
+
+    from monitoring.detector import judge, span_end
+    from monitoring.leaks import params
+
+    p, series, t0 = params(), corpus(seed), T0.timestamp()
+    step = settings.MONITORING_LEAK_SCAN_SECONDS
+    scans = int(hours * 3600 // step)
+    started = time.perf_counter()
+    found: dict[int, list[float]] = defaultdict(list)
     for n, s in enumerate(series):
-        detected = first.get(n)
+        points = [(t0 + i * EVERY, float(int(v))) for i, v in enumerate(s.values)]
+        times = [t for t, _ in points]
+        active = False
+        for k in range(1, scans + 1):
+            end = span_end(t0 + k * step, p.step)
+            read = points[bisect.bisect_left(times, end - p.span() - p.history): bisect.bisect_left(times, end)]
+            if not read:  # silent for the span and the history: the process is gone
+                active = False
+                continue
+            verdict = judge(read, end, p)
+            if verdict is not None and verdict.leaking:
+                if not active:
+                    found[n].append(k * step / 60)
+                active = True
+            elif verdict is not None and verdict.stopped:
+                active = False
+    return score(seed, series, found, scans, time.perf_counter() - started)
+
+
+def score(seed: int, series, found: dict[int, list[float]], scans: int, elapsed: float) -> dict:
+    """Recall, delays and false alarms from `found`: each series' findings, the minutes
+    (after the first sample) at which each was detected."""
+    out = {"seed": seed, "series": series, "scans": scans, "elapsed": elapsed, "found": found,
+           "delays": defaultdict(list), "by_rate": defaultdict(list), "at_all": defaultdict(list),
+           "by_shape": defaultdict(list), "alarms": defaultdict(int), "misses": [], "false": [], "split": [],
+           "by_noise": defaultdict(list)}
+    for n, s in enumerate(series):
+        detected = found[n][0] if found.get(n) else None
         if s.kind == "healthy":
             out["alarms"][s.shape] += detected is not None
             if detected is not None:
-                out["false"].append(f"{s.name} ({(detected - T0).total_seconds() / 60:.0f} min)")
+                out["false"].append(f"{s.name} ({detected:.0f} min)")
             continue
-        delay = None if detected is None else (detected - T0).total_seconds() / 60 - s.onset_s / 60
+        delay = None if detected is None else detected - s.onset_s / 60
         in_time = delay is not None and delay <= GOAL_MINUTES
         out["by_rate"][s.rate_mib_h].append(in_time)
         if s.shape in NOISE_LEVELS:
             out["by_noise"][(NOISE_LEVELS[s.shape], s.rate_mib_h)].append(in_time)
         out["at_all"][s.rate_mib_h].append(delay is not None)
-        if episodes[n] > 1:
-            out["split"].append(f"{s.name} ({episodes[n]} findings)")
+        if len(found[n]) > 1:
+            out["split"].append(f"{s.name} ({len(found[n])} findings)")
         if delay is not None:
             out["delays"][s.rate_mib_h].append(delay)
         if s.rate_mib_h >= 5:
@@ -159,10 +204,18 @@ def print_tables(runs: list[dict]) -> None:
 
 
 def quality(agent, seeds: list[int]) -> None:
+    """Score the corpus of each seed: through the real path given an agent (and check that
+    the replay over `detector.judge` finds the same), or by the replay alone."""
     runs = []
     for seed in seeds:
-        run = measure(agent, seed)
+        run = measure(agent, seed) if agent is not None else replay(seed)
         runs.append(run)
+        if agent is not None:
+            again = replay(seed)["found"]
+            differ = [s.name for n, s in enumerate(run["series"]) if run["found"].get(n, []) != again.get(n, [])]
+            print(f"seed {seed}: the replay without the database finds "
+                  f"{'the same findings at the same minutes' if not differ else 'otherwise for ' + ', '.join(differ)}",
+                  flush=True)
         if len(seeds) > 1:
             found = sum(v for r in run["by_rate"] if r >= 5 for v in run["by_rate"][r])
             wanted = sum(len(run["by_rate"][r]) for r in run["by_rate"] if r >= 5)
@@ -170,8 +223,9 @@ def quality(agent, seeds: list[int]) -> None:
                   f"false alarms {len(run['false'])} {', '.join(run['false'])}; "
                   f"{run['scans']} scans in {run['elapsed']:.1f} s", flush=True)
     first = runs[0]
+    how = "the periodic task" if agent is not None else "`detector.judge` (replayed, no database)"
     print(f"\n{len(first['series'])} series per seed, seeds {', '.join(str(s) for s in seeds)}; "
-          f"{first['scans']} scans of the periodic task over 3 h of sample time each\n")
+          f"{first['scans']} scans of {how} over 3 h of sample time each\n")
     print_tables(runs)
 
 
@@ -219,8 +273,14 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=1000, help="processes in the cost run (0: skip it)")
     parser.add_argument("--seeds", default=str(SEED),
                         help=f"corpus seeds: a list and/or ranges, e.g. 100-119 or 12,100-104 (default {SEED})")
+    parser.add_argument("--replay", action="store_true",
+                        help="score by the replay over detector.judge alone: no database, no cost run")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="oversight-bench-"))
+    if args.replay:
+        django_here(bench_env(work))
+        quality(None, seeds(args.seeds))
+        return 0
     supervisor = Supervisor(prefix_logs=False)
     try:
         env = bench_env(work, supervisor)

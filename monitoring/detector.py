@@ -70,7 +70,8 @@ and none of these guards objects (they apply to both rules):
 - *floor*: the slope and the net growth (last quarter's median − first quarter's, per
   hour) are both at least the floor (below);
 - *plateau*: the last third of the span is clearly less steep than the first two
-  thirds (under `plateau_ratio` of it, by more than two standard errors); or a
+  thirds (under `plateau_ratio` of it, by more than two standard errors) while the
+  quadratic fit below bends over by at least one standard error; or a
   quadratic fit bends over significantly, its slope at the end under `plateau_ratio`
   of the line's; or the span rises clearly more slowly than the `history` before it
   (a warm-up decelerates towards its plateau; a leak does not);
@@ -80,7 +81,10 @@ and none of these guards objects (they apply to both rules):
   quarter before it (a release, a restart, the down-swing of an oscillation);
 - *no new high*: the span's last quarter does not top every window of the `history`
   before the span by half the span's net growth (an oscillation or a rise-and-release
-  comes back to where it was; a leak leaves its past below it).
+  comes back to where it was; a leak leaves its past below it); when the history shows
+  no rise (its slope's z under `z_clear`), also by two standard errors of that
+  difference, from the history's own noise (a flat noisy process can end its span on a
+  chance upswing; bench seed 243).
 
 **The floor.** The growth rate must be at least `floor_abs` bytes per hour (3 MiB/h) and
 `floor_rel` of the process's level per hour (0.5 %/h): below that, a trend is too small
@@ -404,14 +408,19 @@ def _judge(points: list[tuple[float, float]], end: float, p: Params, value, dens
     early, late = fit(*_join(part(0, 3), part(1, 3)), min_rho=min_rho), fit(*part(2, 3), min_rho=min_rho)
     if early is None or late is None:
         return verdict(False, "too few samples")
-    if late.slope < p.plateau_ratio * early.slope and early.slope - late.slope > 2 * math.hypot(early.se, late.se):
-        return verdict(False, "decelerating: a plateau")
     bend = curvature(xs, ys, min_rho)
+    # The thirds' deceleration counts only where the quadratic fit bends over too (by one
+    # standard error): a warm-up decelerates in both, while a noisy stretch or a leak's
+    # bursts can make the last third look flat with no bend over the span.
+    if late.slope < p.plateau_ratio * early.slope and early.slope - late.slope > 2 * math.hypot(early.se, late.se) \
+            and bend is not None and bend[0] <= -bend[1]:
+        return verdict(False, "decelerating: a plateau")
     if bend is not None:
         end_slope = line.slope + 2 * bend[0] * (xs[-1] - sum(xs) / len(xs))
         if end_slope < p.plateau_ratio * line.slope and bend[0] < -2 * bend[1]:
             return verdict(False, "bending over: a plateau")
     hx = [(i + 0.5) * p.block / 3600 for i, b in enumerate(history) if b]
+    before = None
     if len(hx) >= hist_blocks / 2 * density:
         before = fit(hx, [value(b) for b in history if b], min_rho=min_rho)
         if before is not None and line.slope < p.plateau_ratio * before.slope \
@@ -426,6 +435,14 @@ def _judge(points: list[tuple[float, float]], end: float, p: Params, value, dens
         vals = [value(b) for b in history[i: i + last_window] if b]
         if len(vals) >= last_window / 2 * density:
             past.append(_median(vals))
-    if past and levels[-1] - max(past) <= (levels[-1] - levels[0]) / 2:
+    # A rise from a flat history (its slope's z under z_clear: no evidence of a rise) began
+    # inside the span, so its new high must also clear the noise: two standard errors of
+    # the difference of two 15-block medians, from the history's own block noise (the span's
+    # line misfits a rise that starts late). A flat noisy process whose span ends on an
+    # upswing tops its past by half a chance net growth (bench seed 243, z 3.6).
+    margin = (levels[-1] - levels[0]) / 2
+    if before is not None and before.z < p.z_clear:
+        margin = max(margin, 2 * math.sqrt(2) * before.sigma / math.sqrt(last_window * density))
+    if past and levels[-1] - max(past) <= margin:
         return verdict(False, "no new high")
     return verdict(True, "a streak of steep windows" if steep else "a significant slope over the span")
