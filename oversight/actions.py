@@ -623,8 +623,8 @@ def _claim_sql(ids: list | None, limit: int) -> tuple[str, list]:
         signing = receipts.SIGNING_KEY_SQL.replace("%s", now)
         sql = f"""WITH due AS MATERIALIZED ({due} {lock}),
             won AS (UPDATE {table} AS r SET {sets.replace("timeout_action", "r.timeout_action")}
-                    FROM due WHERE r.id = due.id AND r.status = 'pending' RETURNING {_columns("r", OversightRequest)})
-            SELECT won.*, {_columns("a", Agent)}, {_columns("p", Policy)},
+                    FROM due WHERE r.id = due.id AND r.status = 'pending' RETURNING {", ".join(columns("r", OversightRequest))})
+            SELECT won.*, {", ".join(columns("a", Agent) + columns("p", Policy))},
                 ({signing.replace("kid, private_key", "kid")}), ({signing.replace("kid, private_key", "private_key")})
             FROM won JOIN {quote(Agent._meta.db_table)} a ON a.id = won.agent_id
             LEFT JOIN {quote(Policy._meta.db_table)} p ON p.id = won.policy_id"""  # noqa: S608
@@ -669,9 +669,11 @@ def claim_timeouts(*, ids: list | None = None, limit: int = 200) -> list[Oversig
     return decided
 
 
-def _columns(alias: str, model) -> str:
+def columns(alias: str, model) -> list[str]:
+    """`model`'s concrete columns, quoted, qualified by `alias`, in field order (the order
+    `_from_row` and the raw readers take them back in)."""
     quote = connection.ops.quote_name
-    return ", ".join(f"{alias}.{quote(f.column)}" for f in model._meta.concrete_fields)
+    return [f"{alias}.{quote(f.column)}" for f in model._meta.concrete_fields]
 
 
 def _from_row(model, values):

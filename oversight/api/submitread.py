@@ -24,6 +24,7 @@ from django.db import connection
 from django.utils.dateparse import parse_datetime
 
 from oversight import policy as policies
+from oversight.actions import columns
 from oversight.models import Agent, ApiKey, OversightRequest, Policy, SigningKey
 
 
@@ -43,11 +44,6 @@ class SubmitRead:
         return reason if (now - decided_at).total_seconds() < policy.reject_cooldown_seconds else None
 
 
-def _columns(alias: str, model) -> list[str]:
-    quote = connection.ops.quote_name
-    return [f"{alias}.{quote(f.column)}" for f in model._meta.concrete_fields]
-
-
 def _sql() -> str:
     user = get_user_model()
     username = user._meta.get_field(user.USERNAME_FIELD).column
@@ -65,7 +61,7 @@ def _sql() -> str:
         " ORDER BY s.generation DESC LIMIT 1"
     )
     return (
-        f"SELECT {', '.join(_columns('k', ApiKey) + _columns('a', Agent))}, u.{quote(username)},"  # noqa: S608
+        f"SELECT {', '.join(columns('k', ApiKey) + columns('a', Agent))}, u.{quote(username)},"  # noqa: S608
         f" ({reject.format('r.decided_at')}), ({reject.format('r.decision_reason')}),"
         f" ({signing.format('kid')}), ({signing.format('private_key')})"
         f" FROM {keys} k JOIN {agents} a ON a.id = k.agent_id"

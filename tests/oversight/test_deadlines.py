@@ -27,6 +27,19 @@ def short_timeouts(agent):
     agent.agent.save(update_fields=["max_pending"])
 
 
+def in_thread(work) -> threading.Thread:
+    """A thread that runs `work` and then closes that thread's database connection."""
+    from django.db import connection
+
+    def run():
+        try:
+            work()
+        finally:
+            connection.close()
+
+    return threading.Thread(target=run)
+
+
 def submit(agent, **fields) -> OversightRequest:
     submission = actions.Submission(
         operation="delegate", summary="s", payload={}, metrics={"memory_pressure": 91.0}, **fields
@@ -234,33 +247,23 @@ def test_a_read_past_the_deadline_waits_for_a_claim_in_flight_and_answers_its_de
     """A sweep has claimed the request but not committed yet: a read of it (an agent's
     GET, an operator's losing decide) must answer the timeout that sweep is about to
     commit, not "pending" past the deadline."""
-    from django.db import connection, transaction
+    from django.db import transaction
 
     with other_workers_paused():
         req = past_deadline(submit(agent, timeout_seconds=300))
         claimed, commit = threading.Event(), threading.Event()
 
         def sweep_in_flight():
-            try:
-                with transaction.atomic():
-                    assert [r.id for r in actions.claim_timeouts()] == [req.id]
-                    claimed.set()
-                    commit.wait(10)
-            finally:
-                connection.close()
+            with transaction.atomic():
+                assert [r.id for r in actions.claim_timeouts()] == [req.id]
+                claimed.set()
+                commit.wait(10)
 
         answers = []
-
-        def read():
-            try:
-                answers.append(actions.apply_timeout_if_due(OversightRequest.objects.get(id=req.id)))
-            finally:
-                connection.close()
-
-        sweeper = threading.Thread(target=sweep_in_flight)
+        sweeper = in_thread(sweep_in_flight)
         sweeper.start()
         assert claimed.wait(10)
-        reader = threading.Thread(target=read)
+        reader = in_thread(lambda: answers.append(actions.apply_timeout_if_due(OversightRequest.objects.get(id=req.id))))
         reader.start()
         reader.join(0.5)  # still waiting for the sweep's commit (or, before, answered "pending")
         commit.set()
@@ -282,25 +285,15 @@ def test_the_sweep_with_nothing_due_does_not_wait_for_another_writer(agent):
     holding, release = threading.Event(), threading.Event()
 
     def writer():
-        try:
-            with transaction.atomic():  # SQLite: BEGIN IMMEDIATE takes the write lock
-                if connection.vendor == "postgresql":
-                    with connection.cursor() as cursor:
-                        cursor.execute(f"LOCK TABLE {OversightRequest._meta.db_table} IN EXCLUSIVE MODE")
-                holding.set()
-                release.wait(30)
-        finally:
-            connection.close()
+        with transaction.atomic():  # SQLite: BEGIN IMMEDIATE takes the write lock
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(f"LOCK TABLE {OversightRequest._meta.db_table} IN EXCLUSIVE MODE")
+            holding.set()
+            release.wait(30)
 
     results = []
-
-    def sweep():
-        try:
-            results.append(actions.expire_due())
-        finally:
-            connection.close()
-
-    holder, sweeper = threading.Thread(target=writer), threading.Thread(target=sweep)
+    holder, sweeper = in_thread(writer), in_thread(lambda: results.append(actions.expire_due()))
     holder.start()
     try:
         assert holding.wait(10)
