@@ -152,7 +152,7 @@ def _count_this_minute(cache_key: str) -> int:
     cache = caches["default"]
     if isinstance(cache, RedisCache):
         full_key = cache.make_and_validate_key(cache_key)
-        pipe = _pipeline(cache._cache.get_client(full_key, write=True))
+        pipe = _pipeline(cache)
         pipe.incr(full_key)
         pipe.expire(full_key, 70)
         count, _ = pipe.execute()
@@ -165,14 +165,18 @@ def _count_this_minute(cache_key: str) -> int:
 _pipelines = threading.local()
 
 
-def _pipeline(client):
-    """A pipeline of `client` for this thread, made once: making one copies the client's
-    table of response callbacks (about 170 entries) each time. `execute` leaves it empty
-    and gives its connection back to the pool, so it is reused as new."""
+def _pipeline(cache: RedisCache):
+    """A pipeline on the cache's write connection pool for this thread, made once.
+
+    The cache hands out a new client for every call (`get_client`), and a pipeline of
+    it copies the client's table of response callbacks (about 170 entries): per request,
+    that was most of the rate limit's time outside its round trip. `execute` leaves the
+    pipeline empty and gives its connection back to the pool, so it is reused as new."""
+    pool = cache._cache._get_connection_pool(True)
     pipe = getattr(_pipelines, "pipe", None)
-    if pipe is None or _pipelines.client is not client:
-        pipe = client.pipeline(transaction=False)
-        _pipelines.pipe, _pipelines.client = pipe, client
+    if pipe is None or pipe.connection_pool is not pool:
+        pipe = cache._cache.get_client(write=True).pipeline(transaction=False)
+        _pipelines.pipe = pipe
     return pipe
 
 

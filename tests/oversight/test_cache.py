@@ -77,3 +77,29 @@ def test_every_request_context_shares_one_redis_connection_pool():
     assert first_pool is second_pool  # … but one pool for the process
     assert first_pool.connection_kwargs["socket_timeout"] == settings.REDIS_TIMEOUT
     assert first_pool.connection_kwargs["socket_connect_timeout"] == settings.REDIS_TIMEOUT
+
+
+def test_the_rate_limit_counts_on_one_pipeline_per_thread_across_request_contexts():
+    """Each request context has its own cache object; the rate limit's pipeline is made
+    once per thread all the same (making one copies ~170 response callbacks), and it
+    counts every request."""
+    import contextvars
+
+    from oversight.api import views
+
+    key = f"rl:probe:{uuid.uuid4().hex}"
+
+    def count_in_a_fresh_context():
+        def count():
+            return views._count_this_minute(key), views._pipelines.pipe
+
+        return contextvars.Context().run(count)
+
+    first, first_pipe = count_in_a_fresh_context()
+    second, second_pipe = count_in_a_fresh_context()
+    try:
+        assert (first, second) == (1, 2)
+        assert first_pipe is second_pipe
+        assert len(first_pipe) == 0  # emptied by execute: nothing carried to the next request
+    finally:
+        cache.delete(key)
