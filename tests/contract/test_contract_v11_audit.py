@@ -310,3 +310,40 @@ def test_an_agent_without_bound_hosts_is_judged_by_the_host_of_its_latest_sample
         96.0, "monitoring", 3, 96.0)
     calm = submit(client, agent, metrics={"memory_pressure": 99, "host": "other"}).json()["triggers"][0]
     assert (calm["value"], calm["source"], calm["monitored_value"]) == (99, "agent", None)
+
+
+# --- §9.1 deadlines by one clock ---------------------------------------------------------
+
+
+def test_a_node_whose_clock_runs_behind_cannot_submit_a_request_already_overdue(client, agent):
+    from datetime import timedelta
+
+    import time_machine
+    from django.utils import timezone
+
+    from tests.conftest import database_now
+
+    with time_machine.travel(timezone.now() - timedelta(minutes=10), tick=True):
+        body = submit(client, agent, metrics=CRITICAL, timeout_seconds=300).json()
+    left = OversightRequest.objects.get(id=body["id"]).deadline - database_now()
+    assert timedelta(seconds=290) < left <= timedelta(seconds=300)
+    read = get(client, f"/api/v1/requests/{body['id']}", agent).json()
+    assert read["status"] == "pending" and read["decision"] is None
+
+
+def test_a_grant_made_on_a_node_whose_clock_runs_ahead_lasts_what_was_asked(client, agent, operator):
+    from datetime import timedelta
+
+    import time_machine
+    from django.utils import timezone
+
+    from oversight.models import StandingGrant
+    from tests.conftest import database_now
+
+    actions.do_change_policy("*", {"max_standing_seconds": 600}, by="maria")
+    body = submit(client, agent, metrics=CRITICAL, payload={"x": 1}).json()
+    client.force_login(operator)
+    with time_machine.travel(timezone.now() + timedelta(hours=1), tick=True):
+        assert decide(client, body["id"], standing_seconds="60").status_code == 200
+    left = StandingGrant.objects.get().expires_at - database_now()
+    assert timedelta(seconds=50) < left <= timedelta(seconds=60)
