@@ -347,3 +347,31 @@ def test_a_grant_made_on_a_node_whose_clock_runs_ahead_lasts_what_was_asked(clie
         assert decide(client, body["id"], standing_seconds="60").status_code == 200
     left = StandingGrant.objects.get().expires_at - database_now()
     assert timedelta(seconds=50) < left <= timedelta(seconds=60)
+
+
+# --- §4 error shape on the decide endpoint's JSON answers (§9.1 already_approved) -------
+
+
+def _assert_error_shape(response, status, code):
+    assert response.status_code == status, response.content
+    error = response.json()["error"]
+    assert set(error) == {"code", "message", "details"} and isinstance(error["details"], dict)
+    assert error["code"] == code and error["message"]
+
+
+def test_the_decide_endpoints_json_errors_have_the_one_shape(client, agent, operator, second_operator):
+    actions.do_change_policy("*", {"required_approvals": 2, "timeout_action": "reject"}, by="maria")
+    body = submit(client, agent, metrics=CRITICAL).json()
+    _assert_error_shape(decide(client, body["id"], headers={**JSON, **agent.headers}), 403, "forbidden")
+    client.force_login(operator)
+    _assert_error_shape(decide(client, body["id"], "maybe"), 400, "validation_error")
+    _assert_error_shape(decide(client, body["id"], "reject"), 400, "validation_error")
+    _assert_error_shape(decide(client, body["id"], note="n" * 2001), 400, "validation_error")
+    assert decide(client, body["id"]).status_code == 200
+    _assert_error_shape(decide(client, body["id"]), 409, "already_approved")
+    bulk = client.post("/requests/decide", {"outcome": "approve", "ids": [body["id"]], "payload": "{}"}, headers=JSON)
+    _assert_error_shape(bulk, 400, "validation_error")
+    _assert_error_shape(client.post("/grants/999999/revoke", headers=JSON), 404, "not_found")
+    client.force_login(second_operator)
+    decide(client, body["id"], "reject", reason="No")
+    _assert_error_shape(decide(client, body["id"]), 409, "already_decided")
