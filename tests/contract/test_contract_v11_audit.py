@@ -28,6 +28,19 @@ def decide(client, request_id, outcome="approve", headers=JSON, **fields):
 # --- §9.1 ------------------------------------------------------------------------------
 
 
+def test_an_agent_made_by_the_command_may_have_20_pending(client, capsys):
+    from oversight.models import Agent
+    from tests.conftest import AgentPersona
+
+    call_command("create_agent", "fresh-bot")
+    bot = AgentPersona(Agent.objects.get(name="fresh-bot"), capsys.readouterr().out.strip().splitlines()[-1])
+    for n in range(20):
+        assert submit(client, bot, metrics=CRITICAL, payload={"n": n}).status_code == 201
+    flooded = submit(client, bot, metrics=CRITICAL, payload={"n": 20})
+    assert flooded.status_code == 429 and flooded.json()["error"]["code"] == "too_many_pending"
+    assert int(flooded["Retry-After"]) >= 1
+
+
 def test_an_idempotent_retry_at_the_pending_limit_returns_the_request(client, agent):
     agent.agent.max_pending = 1
     agent.agent.save()
@@ -375,3 +388,16 @@ def test_the_decide_endpoints_json_errors_have_the_one_shape(client, agent, oper
     client.force_login(second_operator)
     decide(client, body["id"], "reject", reason="No")
     _assert_error_shape(decide(client, body["id"]), 409, "already_decided")
+
+
+def test_quorum_and_timeout_action_come_from_the_policy_version_of_evaluation(client, agent, operator):
+    actions.do_change_policy("*", {"required_approvals": 2, "timeout_action": "reject"}, by="maria")
+    body = submit(client, agent, metrics=CRITICAL).json()
+    other = submit(client, agent, metrics=CRITICAL, payload={"n": 2}).json()
+    actions.do_change_policy("*", {"required_approvals": 1, "timeout_action": "approve"}, by="maria")
+    client.force_login(operator)
+    answer = decide(client, body["id"]).json()["request"]
+    assert answer["status"] == "pending" and answer["required_approvals"] == 2
+    past_deadline(OversightRequest.objects.get(id=other["id"]))
+    timed_out = get(client, f"/api/v1/requests/{other['id']}", agent).json()
+    assert (timed_out["status"], timed_out["decision"]["source"]) == ("rejected", "timeout")
