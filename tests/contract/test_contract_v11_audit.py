@@ -183,6 +183,18 @@ def test_a_standing_grant_approves_the_next_request_with_source_standing(client,
     assert used_up["status"] == "pending"  # one use only
 
 
+def test_a_grant_without_standing_uses_is_good_for_10(client, agent, operator):
+    from oversight.models import StandingGrant
+
+    actions.do_change_policy("*", {"max_standing_seconds": 600}, by="maria")
+    body = submit(client, agent, metrics=CRITICAL, payload={"a": 1}).json()
+    client.force_login(operator)
+    assert decide(client, body["id"], standing_seconds="60").status_code == 200
+    assert (StandingGrant.objects.get().max_uses, StandingGrant.objects.get().uses_left) == (10, 10)
+    outcomes = [submit(client, agent, metrics=CRITICAL, payload={"a": 1}).json()["status"] for _ in range(11)]
+    assert outcomes == ["approved"] * 10 + ["pending"]
+
+
 def test_a_receipt_of_a_cancel_is_served(client, agent):
     body = submit(client, agent, metrics=CRITICAL).json()
     post(client, f"/api/v1/requests/{body['id']}/cancel", agent, json={})
