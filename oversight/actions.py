@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from oversight import policy as policies
 from oversight import receipts
-from oversight.dbclock import NOW_SQL, DatabaseNow
+from oversight.dbclock import NOW_SQL, DatabaseNow, db_now
 from oversight.diffs import json_changes
 from oversight.events import FEED_GROUP, ROUTINE_GROUP, request_group, send_event_on_commit
 from oversight.models import (
@@ -209,7 +209,6 @@ def do_submit(
         )
     pressure = host_pressure_for(agent, submission.metrics, now)
     evaluation = policies.evaluate(policy, agent_name=agent.name, metrics=submission.metrics, host_pressure=pressure)
-    deadline, escalate_at = policies.timeline(policy, now, submission.timeout_seconds)
     if read is None or payload_sha256 is None:
         payload_sha256 = receipts.payload_digest(submission.payload)
 
@@ -249,7 +248,11 @@ def do_submit(
         req.decision_reason = earlier_reason
         req.decided_at = now
     elif evaluation.critical:
-        req.deadline, req.escalate_at = deadline, escalate_at
+        # It waits for people: its deadline is placed by the clock that judges it, the
+        # database's (spec §9.1), so that a node whose own clock runs behind cannot store
+        # a request already overdue (and time it out at the next read).
+        now = req.created_at = db_now()
+        req.deadline, req.escalate_at = policies.timeline(policy, now, submission.timeout_seconds)
     else:
         req.status = Status.APPROVED
         req.decision_source = Source.POLICY
@@ -463,7 +466,9 @@ def do_decide(
         raise ValueError("Only an approval can change the payload.")
     if grant is not None and (outcome != Status.APPROVED or source != Source.OPERATOR):
         raise ValueError("Only an operator's approval can make a standing grant.")
-    now = now or timezone.now()
+    # A grant's expiry is judged by the database's clock (spec §9.1), so it is placed by
+    # it too: on a node whose own clock runs ahead, a grant would outlive what was asked.
+    now = now or (db_now() if grant is not None else timezone.now())
     if outcome not in (Status.APPROVED, Status.REJECTED, Status.CANCELLED):
         raise ValueError(f"Not a final outcome: {outcome!r}")
     if outcome == Status.APPROVED and source == Source.OPERATOR:

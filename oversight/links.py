@@ -114,7 +114,12 @@ def decision_link(request: HttpRequest, token: str) -> HttpResponse:
     """A GET answers 200 whatever the link's state (and decides nothing); a POST answers
     403 for anyone but the link's person or a person who may not decide any more, 409 for a
     used or expired link, a decided request or a repeat approval, else decides."""
-    link = _link(token)
+    try:
+        link = _link(token)
+    except Http404 as missing:
+        # Still a link page: its address holds what may be a token (or most of one).
+        page = render(request, "error.html", {"title": "Not found", "message": str(missing)}, status=404)
+        return _private(page)
     post = request.method == "POST"
     if not request.user.is_authenticated or request.user.pk != link.user_id:
         # Without that person's session: only the sign-in prompt (a POST decides nothing).

@@ -294,10 +294,7 @@ class DecideError(Exception):
 
     def body(self) -> dict:
         """The JSON error, in the API's one shape."""
-        error = {"code": self.code, "message": self.message}
-        if self.details:
-            error["details"] = self.details
-        return {"error": error}
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
 
 NOTE_MAX_CHARS = 2000
@@ -439,7 +436,7 @@ def revoke_grant(request: HttpRequest, grant_id: int):
     except StandingGrant.DoesNotExist:
         message = "That standing approval is not in force (unknown, or already revoked)."
         if _wants_json(request):
-            return JsonResponse({"error": {"code": "not_found", "message": message}}, status=404)
+            return JsonResponse({"error": {"code": "not_found", "message": message, "details": {}}}, status=404)
         return render(request, "decide_error.html", {"message": message}, status=404)
     if _wants_json(request):
         return JsonResponse({"grant": grant_dict(grant)})
@@ -483,7 +480,7 @@ def decide_bulk(request: HttpRequest):
     if request.POST.get("payload", "").strip() or _standing_fields(request.POST):
         message = "A payload is edited, and a standing approval granted, on the request's own page, not in bulk."
         if _wants_json(request):
-            return JsonResponse({"error": {"code": "validation_error", "message": message}}, status=400)
+            return JsonResponse({"error": {"code": "validation_error", "message": message, "details": {}}}, status=400)
         return render(request, "decide_error.html", {"message": message}, status=400)
     results = []
     for request_id in ids:
@@ -531,7 +528,7 @@ def forbidden(request: HttpRequest, exception=None) -> HttpResponse:
     if request.path.startswith("/api/"):
         return error_response(403, "forbidden", "Not allowed.")
     if _wants_json(request):
-        return JsonResponse({"error": {"code": "forbidden", "message": str(exception or "Not allowed.")}}, status=403)
+        return JsonResponse({"error": {"code": "forbidden", "message": str(exception or "Not allowed."), "details": {}}}, status=403)
     return render(request, "error.html", {"title": "Not allowed", "message": str(exception or "")}, status=403)
 
 
@@ -561,5 +558,5 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     if _wants_json(request):
-        return JsonResponse({"error": {"code": "forbidden", "message": "CSRF check failed; reload the page."}}, status=403)
+        return JsonResponse({"error": {"code": "forbidden", "message": "CSRF check failed; reload the page.", "details": {}}}, status=403)
     return render(request, "error.html", {"title": "Form expired", "message": "Reload the page and try again."}, status=403)

@@ -109,6 +109,14 @@ def test_a_forged_or_altered_token_is_not_found(pending, urls, operator):
     assert status_of(pending) == Status.PENDING
 
 
+def test_a_link_that_is_not_valid_still_sends_the_link_pages_headers(client, pending, urls, operator):
+    for browser in (client, signed_in(operator)):
+        for method, url in (("get", "/d/not-a-token/"), ("post", urls["approve"][:-3] + "xy/")):
+            response = getattr(browser, method)(url)
+            assert response.status_code == 404
+            assert response["Referrer-Policy"] == "no-referrer" and "no-store" in response["Cache-Control"]
+
+
 def test_signing_in_keeps_the_token_on_the_server_and_comes_back_to_it(client, pending, urls, operator):
     first = client.get(urls["approve"])
     assert b'href="/login/"' in first.content and b"next=" not in first.content

@@ -96,6 +96,38 @@ def test_an_attempt_has_one_overall_time_limit_against_a_trickling_receiver():
         assert time.monotonic() - started < 2.5
 
 
+def test_an_attempt_reads_at_most_64_kib_of_an_endless_answer():
+    """The receiver streams its answer for ever: the attempt takes 64 KiB of it and ends
+    (reading on would run into the overall time limit and fail the attempt)."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def answer_for_ever():
+        conn, _ = server.accept()
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+            while not stop.is_set():
+                conn.sendall(b"x" * 8192)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=answer_for_ever, daemon=True)
+    thread.start()
+    try:
+        answer = netsafe.post(f"http://127.0.0.1:{server.getsockname()[1]}/", b"{}", {}, timeout=5)
+    finally:
+        stop.set()
+        server.close()
+    assert answer.status == 200 and 0 < len(answer.body) <= 64 * 1024
+
+
 @pytest.mark.parametrize("host", ["☃.com", "xn--.com", "a..b", "-bad-.com"])
 def test_idna_invalid_hosts_are_refused(host):
     with pytest.raises(netsafe.Refused):
