@@ -53,8 +53,11 @@ LAST_USED_RESOLUTION = 60  # seconds: a key's last-used time is written at most 
 # --- Plumbing ---------------------------------------------------------------------
 
 
-def api_view(*methods: str):
-    """Method check, and every failure mapped to the one error shape."""
+def api_view(*methods: str, query: dict[str, tuple[str, ...]] | None = None):
+    """Method check, query parameters checked against the published ones (`query`:
+    the names each method takes, as in the OpenAPI document; any other is a 400, spec
+    §9.2), and every failure mapped to the one error shape."""
+    allowed = {method: frozenset((query or {}).get(method, ())) for method in methods}
 
     def decorator(view):
         @functools.wraps(view)
@@ -62,6 +65,9 @@ def api_view(*methods: str):
             if request.method not in methods:
                 return method_not_allowed(list(methods))
             try:
+                if unknown := sorted(set(request.GET) - allowed[request.method]):
+                    raise validation_error({name: ["is not a parameter of this endpoint"] for name in unknown},
+                                           "Unknown query parameter: the OpenAPI document lists what each endpoint takes.")
                 return await view(request, *args, **kwargs)
             except ApiError as error:
                 return error.response()
@@ -76,6 +82,7 @@ def api_view(*methods: str):
                 log.exception("Unexpected error on %s", request.path)
                 return internal_error()
 
+        wrapper.query_parameters = allowed
         return wrapper
 
     return decorator
@@ -440,7 +447,7 @@ async def _maybe_wait(resource: dict, wait: int) -> dict:
 # --- Endpoints ------------------------------------------------------------------
 
 
-@api_view("GET", "POST")
+@api_view("GET", "POST", query={"GET": ("status", "operation", "limit", "cursor"), "POST": ("wait",)})
 async def requests_collection(request: HttpRequest):
     if request.method == "POST":
         return await submit(request)
@@ -577,7 +584,7 @@ def _decode_cursor(cursor: str):
     return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(hex_id)
 
 
-@api_view("GET")
+@api_view("GET", query={"GET": ("wait",)})
 async def request_detail(request: HttpRequest, request_id):
     wait = _wait_seconds(request)
     resource = await _in_thread(_detail, request, request_id)

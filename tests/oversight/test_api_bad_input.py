@@ -158,6 +158,46 @@ def test_it_refuses_empty_repeated_or_malformed_waits(client, agent, query):
     assert_400(post(client, f"/api/v1/requests?{query}", agent, json={"operation": "delegate", "summary": "s"}))
 
 
+def test_it_refuses_a_query_parameter_no_endpoint_publishes(client, agent):
+    """§9.2: anything outside the published schema is a 400, an unknown parameter too;
+    nothing is stored for a refused submission."""
+    request_id = submit(client, agent, metrics=HOT).json()["id"]
+    for method, path in [
+        (get, "/api/v1/requests?state=pending"),
+        (get, "/api/v1/requests?limit=1&sort=created_at"),
+        (get, f"/api/v1/requests/{request_id}?wait=0&format=xml"),
+        (get, f"/api/v1/requests/{request_id}/receipt?x=1"),
+        (get, "/api/v1/keys?kid=abc"),
+        (get, "/api/v1/openapi.json?v=2"),
+        (lambda c, p, a: post(c, p, a, json={}), f"/api/v1/requests/{request_id}/cancel?force=1"),
+        (lambda c, p, a: post(c, p, a, json={"samples": []}), "/api/v1/metrics?host=x"),
+    ]:
+        response = method(client, path, agent)
+        assert_400(response)
+        assert response.json()["error"]["details"].keys() <= {"state", "sort", "format", "x", "kid", "v", "force", "host"}
+    stored = OversightRequest.objects.count()
+    refused = post(client, "/api/v1/requests?wait=0&dry_run=1", agent, json={"operation": "delegate", "summary": "s"})
+    assert_400(refused)
+    assert refused.json()["error"]["details"] == {"dry_run": ["is not a parameter of this endpoint"]}
+    assert OversightRequest.objects.count() == stored
+    assert get(client, f"/api/v1/requests/{request_id}", agent).json()["status"] == "pending"  # not cancelled
+
+
+def test_each_endpoint_takes_the_query_parameters_its_openapi_operation_lists(client):
+    """The check above and the published document name the same parameters."""
+    from django.urls import resolve
+
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    for template, operations in paths.items():
+        view = resolve(template.replace("{id}", "00000000-0000-0000-0000-000000000000")).func
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            listed = {p["name"] for p in operation.get("parameters", []) + operations.get("parameters", [])
+                      if p["in"] == "query"}
+            assert view.query_parameters[method.upper()] == listed, (template, method)
+
+
 def test_it_still_accepts_well_formed_parameters(client, agent):
     submit(client, agent, metrics=HOT)
     response = get(client, "/api/v1/requests?limit=1&status=pending&operation=delegate", agent)
