@@ -50,6 +50,12 @@ def test_it_exits_0_and_prints_the_resource_when_approved(fake):
     assert sent["payload"] == {"tag": "v1"}
 
 
+def test_it_sends_the_host_metric_as_its_name(fake):
+    code, _, _ = ask(fake, "deploy.web", "--summary", "Deploy", *CALM, "--metric", "host=build-7")
+    assert code == 0
+    assert fake.submitted()[0]["metrics"] == {"memory_pressure": 10, "delegation_depth": 0, "host": "build-7"}
+
+
 def test_it_exits_1_with_the_reason_when_rejected(fake):
     fake.decide_next("deploy.db", "rejected", "not on a Friday", after=0.3)
     code, out, _ = ask(fake, "deploy.db", "--summary", "Migrate", *DEEP)
@@ -96,6 +102,7 @@ def test_it_sends_the_timeout(fake):
     ["--metric", "memory_pressure=high"],
     ["--metric", "no-equals-sign"],
     ["--metric", "x=nan"],
+    ["--metric", "host="],
     ["--payload", "[1, 2]"],
     ["--payload", "{not json"],
     ["--wait", "-1"],

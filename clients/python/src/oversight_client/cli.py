@@ -26,10 +26,15 @@ class UsageError(Exception):
     """Arguments argparse accepts but the command can't use."""
 
 
-def parse_metric(text: str) -> tuple[str, int | float]:
+def parse_metric(text: str) -> tuple[str, int | float | str]:
+    """NAME=VALUE: a number, except `host`, the one metric that names something."""
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
         raise UsageError(f"--metric takes NAME=VALUE, not {text!r}")
+    if name.strip() == "host":
+        if not value.strip():
+            raise UsageError("--metric host: give the host's name")
+        return "host", value.strip()
     try:
         number: int | float = int(value)
     except ValueError:
@@ -169,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("operation")
     p.add_argument("--summary", required=True, help="what the operator reads (1-500 chars)")
     p.add_argument("--metric", action="append", default=[], metavar="NAME=VALUE",
-                   help="a figure such as memory_pressure=85 (repeatable)")
+                   help="a figure such as memory_pressure=85, or host=NAME (repeatable)")
     p.add_argument("--payload", metavar="JSON", help="a JSON object with the operation's details")
     p.add_argument("--timeout", type=int, metavar="SECONDS",
                    help="the request's deadline, at most the policy's timeout")
