@@ -53,7 +53,8 @@ def test_it_exits_0_and_prints_the_resource_when_approved(fake):
 def test_it_sends_the_host_metric_as_its_name(fake):
     code, _, _ = ask(fake, "deploy.web", "--summary", "Deploy", *CALM, "--metric", "host=build-7")
     assert code == 0
-    assert fake.submitted()[0]["metrics"] == {"memory_pressure": 10, "delegation_depth": 0, "host": "build-7"}
+    sent = fake.submitted()[0]["metrics"]
+    assert sent == {"memory_pressure": 10, "delegation_depth": 0, "host": "build-7"}
 
 
 def test_it_exits_1_with_the_reason_when_rejected(fake):
