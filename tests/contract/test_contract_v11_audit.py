@@ -14,6 +14,7 @@ from oversight import actions
 from oversight.models import OversightRequest, Source, Status
 from tests.conftest import past_deadline
 from tests.oversight.api_helpers import get, post, submit
+from tests.oversight.test_policy_command import run as run_policy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -216,22 +217,13 @@ def test_the_jwks_is_served_without_a_key(client):
 # --- §9.1 commands ----------------------------------------------------------------------
 
 
-def _policy(*args, capsys):
-    from django.core.management import call_command
-
-    call_command("policy", *args)
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1
-    return json.loads(out[0])
-
-
 def test_the_policy_command_switches_keys_off_and_empties_lists(capsys):
     from oversight.policy import ensure_default_policy
 
     ensure_default_policy()
-    shown = _policy("*", "--set", "escalate_after=0.5", "--set", "trusted_agents=a,b", capsys=capsys)
+    shown = run_policy("*", "--set", "escalate_after=0.5", "--set", "trusted_agents=a,b", capsys=capsys)
     assert shown["escalate_after"] == 0.5 and shown["trusted_agents"] == ["a", "b"]
-    shown = _policy("*", "--set", "escalate_after=null", "--set", "trusted_agents=", "--set", "always=false",
+    shown = run_policy("*", "--set", "escalate_after=null", "--set", "trusted_agents=", "--set", "always=false",
                     "--set", "delegation_depth=null", "--set", "circular_refs=7", capsys=capsys)
     assert shown["escalate_after"] is None and shown["trusted_agents"] == [] and shown["always"] is False
     assert shown["delegation_depth"] is None and shown["circular_refs"] == 7
@@ -243,7 +235,7 @@ def test_the_policy_command_refuses_to_let_a_quorum_time_out_by_approving(assign
 
     from oversight.models import Policy
 
-    _policy("drop-db", "--set", "required_approvals=2", "--set", "timeout_action=reject", capsys=capsys)
+    run_policy("drop-db", "--set", "required_approvals=2", "--set", "timeout_action=reject", capsys=capsys)
     with pytest.raises(CommandError) as error:
         call_command("policy", "drop-db", "--set", assignment)
     assert error.value.returncode == 2
@@ -313,7 +305,7 @@ def test_the_policy_command_refuses_approver_groups_on_a_policy_that_times_out_a
         call_command("policy", "*", "--set", "approver_groups=dba")
     assert error.value.returncode == 2
     assert Policy.objects.get(operation="*", is_current=True).approver_groups == []
-    shown = _policy("*", "--set", "approver_groups=dba", "--set", "timeout_action=reject", capsys=capsys)
+    shown = run_policy("*", "--set", "approver_groups=dba", "--set", "timeout_action=reject", capsys=capsys)
     assert shown["approver_groups"] == ["dba"] and shown["timeout_action"] == "reject"
 
 
