@@ -19,7 +19,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from monitoring.hooks import firing_alerts
-from oversight import actions, deciders, jsontext
+from oversight import actions, deciders, jsontext, receipts
 from oversight.api.errors import error_response
 from oversight.models import FINAL_STATUSES, REJECT_PRESETS, OversightRequest, Policy, Source, StandingGrant, Status
 from oversight.roles import MANAGERS, OPERATORS, has_role, is_manager, is_operator, role_required
@@ -404,7 +404,9 @@ def _edited_payload(request_id, text: str) -> dict | None:
     if problems := jsontext.payload_problems(edited, "payload"):
         raise _payload_error(problems)
     submitted = OversightRequest.objects.filter(id=request_id).values_list("payload", flat=True).first()
-    return None if edited == submitted else edited
+    # Compared as canonical JSON, as the receipt signs it: in Python `0 == False` and
+    # `1 == 1.0 == True`, so `==` would drop an edit of `0` to `false` unseen.
+    return None if receipts.payload_digest(edited) == receipts.payload_digest(submitted) else edited
 
 
 def _payload_error(details: dict[str, list[str]]) -> DecideError:

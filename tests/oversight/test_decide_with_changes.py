@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import jwt
 import pytest
 from django.test import Client
 
-from oversight import actions
+from oversight import actions, receipts
 from oversight.diffs import json_changes
 from oversight.models import AuditEvent, Status
 
@@ -161,3 +162,24 @@ def test_the_page_shows_a_bad_edited_payload_as_a_form_error(client, operator, p
     assert b"payload" in response.content and b"Something went wrong" not in response.content
     pending.refresh_from_db()
     assert pending.status == Status.PENDING
+
+
+
+@pytest.mark.parametrize(("submitted", "edited"), [
+    ({"recursive": 0}, {"recursive": False}),
+    ({"force": 1}, {"force": True}),
+    ({"force": True}, {"force": 1.0}),
+])
+def test_an_edit_that_python_thinks_equal_is_still_a_change(client, operator, agent, submitted, edited):
+    """`0 == False` and `1 == True` in Python, not in JSON: the agent gets the payload the
+    operator wrote, and the receipt signs it."""
+    submission = actions.Submission(
+        operation="delegate", summary="Scrape", payload=submitted, metrics={"memory_pressure": 91.0}
+    )
+    req = actions.do_submit(agent.agent, submission)[0]
+    client.force_login(operator)
+    decision = decide(client, req, outcome="approve", payload=json.dumps(edited)).json()["request"]["decision"]
+    read = api_read(agent, req)["decision"]
+    assert json.dumps(decision.get("payload")) == json.dumps(read.get("payload")) == json.dumps(edited)
+    claims = jwt.decode(read["receipt"], options={"verify_signature": False})
+    assert claims["payload_sha256"] == receipts.payload_digest(edited) != receipts.payload_digest(submitted)
