@@ -547,7 +547,11 @@ def do_approve(
             raise BulkCannotCompleteQuorum(req)
         changes = {"approvals": approvals, "approval_count": count + 1}
         if payload is not None:
-            changes["decision_payload"] = payload
+            # An edit back to the submitted payload (after another approver's edit) still
+            # discards the approvals before it, and leaves the decision with no payload of
+            # its own: the agent runs what it submitted.
+            unchanged = receipts.payload_digest(payload) == receipts.payload_digest(req.payload)
+            changes["decision_payload"] = None if unchanged else payload
         if complete:
             changes |= {"status": Status.APPROVED, "decision_source": Source.OPERATOR, "decided_by": by,
                         "decision_reason": reason, "decided_at": now, "decision_note": note}

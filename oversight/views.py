@@ -85,6 +85,10 @@ def request_page(request: HttpRequest, request_id):
         raise Http404("No such request.") from None
     req = actions.apply_timeout_if_due(req)
     payload = json.dumps(req.payload, indent=2, sort_keys=True, ensure_ascii=False)
+    decided_payload = (
+        json.dumps(req.decision_payload, indent=2, sort_keys=True, ensure_ascii=False)
+        if req.decision_payload is not None else ""
+    )
     return render(
         request,
         "request.html",
@@ -93,10 +97,10 @@ def request_page(request: HttpRequest, request_id):
             "resource": request_dict(req),
             "payload_text": payload,
             "payload_collapsed": len(payload) > PAYLOAD_COLLAPSE_CHARS,
-            "decided_payload_text": (
-                json.dumps(req.decision_payload, indent=2, sort_keys=True, ensure_ascii=False)
-                if req.decision_payload is not None else ""
-            ),
+            "decided_payload_text": decided_payload,
+            # The editor starts from the payload as it stands: under a quorum, the one an
+            # earlier approval with changes left, which a plain approval approves.
+            "editor_text": decided_payload or payload,
             "metrics": sorted(req.metrics.items()),
             "events": list(req.events.all()),
             "deliveries": _deliveries(req) if has_role(request.user, MANAGERS) else None,
@@ -403,10 +407,15 @@ def _edited_payload(request_id, text: str) -> dict | None:
         raise _payload_error({"payload": ["must be a JSON object"]})
     if problems := jsontext.payload_problems(edited, "payload"):
         raise _payload_error(problems)
-    submitted = OversightRequest.objects.filter(id=request_id).values_list("payload", flat=True).first()
-    # Compared as canonical JSON, as the receipt signs it: in Python `0 == False` and
-    # `1 == 1.0 == True`, so `==` would drop an edit of `0` to `false` unseen.
-    return None if receipts.payload_digest(edited) == receipts.payload_digest(submitted) else edited
+    # Compared with the payload as it stands (under a quorum, an earlier approval may have
+    # edited it), so that an edit back to the submitted payload is a change, not an
+    # approval of the other approver's edit. As canonical JSON, as the receipt signs it:
+    # in Python `0 == False` and `1 == True`, so `==` would drop such an edit unseen.
+    stands = (
+        OversightRequest.objects.filter(id=request_id).values_list("decision_payload", "payload").first()
+    )
+    current = stands and (stands[0] if stands[0] is not None else stands[1])
+    return None if receipts.payload_digest(edited) == receipts.payload_digest(current) else edited
 
 
 def _payload_error(details: dict[str, list[str]]) -> DecideError:

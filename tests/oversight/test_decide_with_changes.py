@@ -183,3 +183,51 @@ def test_an_edit_that_python_thinks_equal_is_still_a_change(client, operator, ag
     assert json.dumps(decision.get("payload")) == json.dumps(read.get("payload")) == json.dumps(edited)
     claims = jwt.decode(read["receipt"], options={"verify_signature": False})
     assert claims["payload_sha256"] == receipts.payload_digest(edited) != receipts.payload_digest(submitted)
+
+
+def _editor_text(page) -> str:
+    import html
+    import re
+
+    return html.unescape(re.search(r'<textarea id="payload-editor"[^>]*>(.*?)</textarea>', page, re.S).group(1))
+
+
+def test_under_a_quorum_the_next_approver_sees_and_approves_the_payload_as_it_stands(
+    client, operator, second_operator, agent
+):
+    """An approval with changes leaves the request pending for a second approver: the page
+    shows them the edited payload, the one their approval completes the quorum on."""
+    actions.do_change_policy("*", {"required_approvals": 2, "timeout_action": "reject"}, by="maria")
+    submission = actions.Submission(
+        operation="delegate", summary="Scrape", payload={"rows": 10}, metrics={"memory_pressure": 91.0}
+    )
+    req = actions.do_submit(agent.agent, submission)[0]
+    client.force_login(second_operator)
+    assert decide(client, req, outcome="approve", payload='{"rows": 100000}').json()["request"]["status"] == "pending"
+    client.force_login(operator)
+    page = client.get(f"/requests/{req.id}/").content.decode()
+    assert json.loads(_editor_text(page)) == {"rows": 100000}
+    assert "100000" in page.split('id="payload-title"')[1]  # beside the payload submitted
+    # The form as the page has it: the approval completes the quorum on what it showed.
+    done = decide(client, req, outcome="approve", payload=_editor_text(page)).json()["request"]
+    assert done["status"] == "approved" and done["decision"]["payload"] == {"rows": 100000}
+    assert [a["by"] for a in done["approvals"]] == [second_operator.username, operator.username]
+
+
+def test_under_a_quorum_an_edit_back_to_the_submitted_payload_is_a_change(client, operator, second_operator, agent):
+    actions.do_change_policy("*", {"required_approvals": 2, "timeout_action": "reject"}, by="maria")
+    submission = actions.Submission(
+        operation="delegate", summary="Scrape", payload={"rows": 10}, metrics={"memory_pressure": 91.0}
+    )
+    req = actions.do_submit(agent.agent, submission)[0]
+    client.force_login(second_operator)
+    decide(client, req, outcome="approve", payload='{"rows": 100000}')
+    client.force_login(operator)
+    back = decide(client, req, outcome="approve", payload='{"rows": 10}').json()["request"]
+    # Not a second approval of 100000: the first one is discarded, and nothing is edited now.
+    assert back["status"] == "pending" and [a["by"] for a in back["approvals"]] == [operator.username]
+    client.force_login(second_operator)
+    done = decide(client, req, outcome="approve").json()["request"]
+    assert done["status"] == "approved" and "payload" not in done["decision"]
+    claims = jwt.decode(done["decision"]["receipt"], options={"verify_signature": False})
+    assert claims["payload_sha256"] == receipts.payload_digest({"rows": 10})
