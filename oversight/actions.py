@@ -950,7 +950,9 @@ def use_standing_grant(agent: Agent, operation: str, policy: Policy, triggers: l
     """
     fired = {t["rule"]: t["value"] for t in triggers if t["fired"]}
     digest = receipts.payload_digest(payload)
-    live = {"revoked_at__isnull": True, "uses_left__gt": 0, "expires_at__gt": DatabaseNow()}
+    # `policy__is_current` in the claim itself: the caller may have read the policies
+    # before this transaction, and a version committed since ends the grant.
+    live = {"revoked_at__isnull": True, "uses_left__gt": 0, "expires_at__gt": DatabaseNow(), "policy__is_current": True}
     candidates = StandingGrant.objects.filter(agent=agent, operation=operation, policy=policy, **live)
     for grant in candidates.order_by("expires_at", "id"):
         if grant.payload_digest and grant.payload_digest != digest:

@@ -298,3 +298,17 @@ def test_under_a_quorum_the_grant_covers_the_payload_the_quorum_approved(client,
     assert grant.payload_digest == receipts.payload_digest({"url": "a"})
     assert submit(agent, payload=dangerous).status == Status.PENDING
     assert submit(agent, payload={"url": "a"}).decision_source == Source.STANDING
+
+
+def test_a_policy_edit_between_a_submissions_read_and_its_grant_use_ends_the_grant(granted, agent):
+    """The API reads the current policies before the submission's transaction: a new
+    version committed in between must not let the old version's grant approve."""
+    from oversight.api import submitread
+
+    submission = actions.Submission(operation="delegate", summary="Scrape", payload={"url": "a"}, metrics=HOT)
+    digest = receipts.payload_digest(submission.payload)
+    read = submitread.read(agent.agent.keys.get().digest, "delegate", digest, timezone.now())
+    actions.do_change_policy("*", {"always": True}, by="mia")
+    req, _ = actions.do_submit(agent.agent, submission, read=read, payload_sha256=digest)
+    assert req.status == Status.PENDING
+    assert StandingGrant.objects.get(id=granted.id).uses_left == 2
