@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 
 from oversight import receipts
 from oversight.api.schemas import MAX_PAYLOAD_BYTES
@@ -119,3 +120,29 @@ def _has_lone_surrogate(value) -> bool:
 
 def _short(exc: Exception) -> str:
     return str(exc).split("\n")[0][:200]
+
+
+# What a person cannot see, or sees act on other text: controls, formats (the
+# right-to-left override U+202E, zero-width spaces, tags), line and paragraph separators,
+# and private-use or unassigned code points.
+_UNSEEN_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cn", "Zl", "Zp"})
+
+
+def shown(value) -> str:
+    """`value` as JSON text for a person to read (and edit): indented, keys sorted, and
+    every character they could not see for what it is written as its `\\uXXXX` escape,
+    so that what the page shows is what runs (Trojan Source) and parses back unchanged."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    return "".join(_escaped(char) if _unseen(char) else char for char in text)
+
+
+def _unseen(char: str) -> bool:
+    return char not in "\n" and unicodedata.category(char) in _UNSEEN_CATEGORIES
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"

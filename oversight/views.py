@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -84,11 +83,8 @@ def request_page(request: HttpRequest, request_id):
     except OversightRequest.DoesNotExist:
         raise Http404("No such request.") from None
     req = actions.apply_timeout_if_due(req)
-    payload = json.dumps(req.payload, indent=2, sort_keys=True, ensure_ascii=False)
-    decided_payload = (
-        json.dumps(req.decision_payload, indent=2, sort_keys=True, ensure_ascii=False)
-        if req.decision_payload is not None else ""
-    )
+    payload = jsontext.shown(req.payload)
+    decided_payload = jsontext.shown(req.decision_payload) if req.decision_payload is not None else ""
     return render(
         request,
         "request.html",

@@ -126,8 +126,15 @@ function describeChange(change) {
   const item = document.createElement("li");
   item.dataset.op = change.op;
   const words = { add: "add", remove: "remove", replace: "change" }[change.op];
-  item.textContent = `${words} ${change.path}`;
-  if (change.op !== "add") item.textContent += `: was ${JSON.stringify(change.from)}`;
-  if (change.op !== "remove") item.textContent += ` → ${JSON.stringify(change.to)}`;
+  item.textContent = `${words} ${shown(change.path)}`;
+  if (change.op !== "add") item.textContent += `: was ${shown(JSON.stringify(change.from))}`;
+  if (change.op !== "remove") item.textContent += ` → ${shown(JSON.stringify(change.to))}`;
   return item;
+}
+
+// What a person cannot see for what it is (a right-to-left override, a zero-width space…)
+// as its \uXXXX escape, as the server shows payloads (oversight/jsontext.py `shown`).
+function shown(text) {
+  return text.replace(/[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/gu, (char) =>
+    Array.from({ length: char.length }, (_, i) => `\\u${char.charCodeAt(i).toString(16).padStart(4, "0")}`).join(""));
 }

@@ -231,3 +231,24 @@ def test_under_a_quorum_an_edit_back_to_the_submitted_payload_is_a_change(client
     assert done["status"] == "approved" and "payload" not in done["decision"]
     claims = jwt.decode(done["decision"]["receipt"], options={"verify_signature": False})
     assert claims["payload_sha256"] == receipts.payload_digest({"rows": 10})
+
+
+TROJAN = {"cmd": "ls \u202e/ fr- mr", "name": "a\u200bb\u2066c", "c1": "x\u0085y", "tag": "t\U000e0041"}
+
+
+def test_the_page_shows_invisible_and_bidi_characters_of_a_payload_as_escapes(client, operator, agent):
+    """A right-to-left override in a payload would show the operator text other than what
+    runs: every format, control or separator character is shown as its JSON escape,
+    which reads back as the same payload."""
+    submission = actions.Submission(
+        operation="delegate", summary="Scrape", payload=TROJAN, metrics={"memory_pressure": 91.0}
+    )
+    req = actions.do_submit(agent.agent, submission)[0]
+    client.force_login(operator)
+    page = client.get(f"/requests/{req.id}/").content.decode()
+    for char in "\u202e\u200b\u2066\u0085\U000e0041":
+        assert char not in page
+    assert "\\u202e" in page.split('id="payload-title"')[1]
+    assert json.loads(_editor_text(page)) == TROJAN
+    decision = decide(client, req, outcome="approve", payload=_editor_text(page)).json()["request"]["decision"]
+    assert "payload" not in decision
