@@ -132,7 +132,12 @@ def shown(value) -> str:
     """`value` as JSON text for a person to read (and edit): indented, keys sorted, and
     every character they could not see for what it is written as its `\\uXXXX` escape,
     so that what the page shows is what runs (Trojan Source) and parses back unchanged."""
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    return visible(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def visible(text: str) -> str:
+    """Plain text an agent wrote (a summary, a metric's name), with every character a
+    person could not see for what it is written as its `\\uXXXX` escape."""
     return "".join(_escaped(char) if _unseen(char) else char for char in text)
 
 

@@ -56,7 +56,7 @@ function fill(row, request) {
   link.href = `/requests/${encodeURIComponent(request.id)}/`;
   link.textContent = request.operation;
   row.querySelector(".agent").textContent = request.agent;
-  row.querySelector(".summary").textContent = request.summary;
+  row.querySelector(".summary").textContent = shown(request.summary);
   row.querySelector(".escalated").hidden = !request.escalated_at;
   row.querySelector(".reason").setAttribute("aria-label", `Reason to reject ${request.operation}`);
   for (const form of row.querySelectorAll("form.decide")) {
@@ -375,7 +375,7 @@ if ("Notification" in window && Notification.permission === "default" && !localS
 
 function notify(request) {
   if (!document.hidden || !("Notification" in window) || Notification.permission !== "granted") return;
-  new Notification(`Oversight: ${request.operation}`, { body: `${request.agent}: ${request.summary}`, tag: request.id });
+  new Notification(`Oversight: ${request.operation}`, { body: `${request.agent}: ${shown(request.summary)}`, tag: request.id });
 }
 
 // --- Start ----------------------------------------------------------------------------
@@ -386,3 +386,10 @@ counted();
 setInterval(() => rows().forEach(tickRow), 1000);
 const status = document.getElementById("live-status");
 connectFeed({ onSnapshot: applySnapshot, onEvent, onState: (state, delay) => showState(status, state, delay) });
+
+// What a person cannot see for what it is (a right-to-left override, a zero-width space…)
+// as its \uXXXX escape, as the server shows it (oversight/jsontext.py `visible`).
+function shown(text) {
+  return text.replace(/[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/gu, (char) => char === "\n" ? char :
+    Array.from({ length: char.length }, (_, i) => `\\u${char.charCodeAt(i).toString(16).padStart(4, "0")}`).join(""));
+}

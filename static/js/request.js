@@ -135,6 +135,6 @@ function describeChange(change) {
 // What a person cannot see for what it is (a right-to-left override, a zero-width space…)
 // as its \uXXXX escape, as the server shows payloads (oversight/jsontext.py `shown`).
 function shown(text) {
-  return text.replace(/[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/gu, (char) =>
+  return text.replace(/[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/gu, (char) => char === "\n" ? char :
     Array.from({ length: char.length }, (_, i) => `\\u${char.charCodeAt(i).toString(16).padStart(4, "0")}`).join(""));
 }

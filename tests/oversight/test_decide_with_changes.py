@@ -252,3 +252,15 @@ def test_the_page_shows_invisible_and_bidi_characters_of_a_payload_as_escapes(cl
     assert json.loads(_editor_text(page)) == TROJAN
     decision = decide(client, req, outcome="approve", payload=_editor_text(page)).json()["request"]["decision"]
     assert "payload" not in decision
+
+
+def test_the_pages_show_invisible_and_bidi_characters_of_a_summary_as_escapes(client, operator, agent):
+    submission = actions.Submission(
+        operation="delegate", summary="Tidy \u202eredun\u200b", payload={}, metrics={"memory_pressure": 91.0, "x\u202ey": 1}
+    )
+    req = actions.do_submit(agent.agent, submission)[0]
+    client.force_login(operator)
+    for path in (f"/requests/{req.id}/", "/queue/", "/history/?status=pending"):
+        page = client.get(path).content.decode()
+        assert "\u202e" not in page and "\u200b" not in page, path
+    assert "Tidy \\u202eredun\\u200b" in client.get("/queue/").content.decode()
