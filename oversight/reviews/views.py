@@ -91,7 +91,7 @@ def report_csv(request: HttpRequest, month: str):
 
 
 def _operation(text: str) -> str:
-    if not OPERATION_RE.match(text):
+    if not OPERATION_RE.fullmatch(text):
         raise Http404("No such operation.")
     return text
 
@@ -100,7 +100,7 @@ def _operation(text: str) -> str:
 @role_required(MANAGERS)
 def policy_list(request: HttpRequest):
     wanted = request.GET.get("operation", "").strip()
-    if wanted and OPERATION_RE.match(wanted):
+    if wanted and OPERATION_RE.fullmatch(wanted):
         return redirect("policy", operation=wanted)
     versions = dict(Policy.objects.values_list("operation").annotate(n=Count("pk")).order_by())
     current = Policy.objects.filter(is_current=True).annotate(evaluated=Count("requests")).order_by("operation")

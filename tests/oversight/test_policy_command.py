@@ -88,3 +88,14 @@ def test_it_sets_the_standing_and_receipt_keys(capsys):
     assert (shown["max_standing_seconds"], shown["receipt_ttl_seconds"]) == (3600, 900)
     with pytest.raises(CommandError):
         call_command("policy", "*", "--set", "receipt_ttl_seconds=5")
+
+
+@pytest.mark.parametrize("operation", ["delete\n", "*\n"])
+def test_an_operation_name_with_a_trailing_newline_exits_2(operation, capsys):
+    """No submission can name it (the API's pattern is matched whole): a policy for it
+    would leave the operation meant under the default policy, unnoticed."""
+    ensure_default_policy()
+    with pytest.raises(CommandError) as error:
+        call_command("policy", operation, "--set", "always=true")
+    assert error.value.returncode == 2
+    assert Policy.objects.count() == 1

@@ -45,7 +45,7 @@ class Command(BaseCommand):
             changes["hosts"] = list(dict.fromkeys(hosts))
         if operations is not None:
             names = [o.strip() for o in operations.split(",") if o.strip()]
-            bad = [o for o in names if not OPERATION_RE.match(o)]
+            bad = [o for o in names if not OPERATION_RE.fullmatch(o)]
             if bad:
                 raise CommandError(f"Not an operation name: {bad[0]!r}.")
             changes["operations"] = list(dict.fromkeys(names))

@@ -35,7 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("--note", default="", help="Why (kept with the version).")
 
     def handle(self, operation, assignments, note, **options):
-        if not OPERATION_RE.match(operation):
+        if not OPERATION_RE.fullmatch(operation):
             raise CommandError(f"Not an operation name: {operation[:80]!r}.", returncode=2)
         changes = {}
         for item in assignments:
