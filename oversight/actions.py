@@ -394,8 +394,13 @@ def _recent_reject(agent: Agent, req: OversightRequest, policy: Policy, now: dat
 
 def _check_pending_limit(agent: Agent, now: datetime) -> None:
     """At most `max_pending` pending requests per agent. Locks the agent's row (on
-    PostgreSQL) so that concurrent submissions count one after another."""
-    Agent.objects.select_for_update().filter(pk=agent.pk).values_list("pk", flat=True).first()
+    PostgreSQL) so that concurrent submissions count one after another.
+
+    FOR NO KEY UPDATE, not FOR UPDATE: a routine submission's INSERT only references the
+    agent's row (a KEY SHARE lock, by its foreign key), and must not wait for this lock
+    while holding the idempotency key's index entry that this transaction's INSERT waits
+    for: that was a deadlock."""
+    Agent.objects.select_for_update(no_key=True).filter(pk=agent.pk).values_list("pk", flat=True).first()
     pending = OversightRequest.objects.filter(agent=agent, status=Status.PENDING, deadline__gt=DatabaseNow())
     if pending.count() < agent.max_pending:
         return

@@ -237,6 +237,43 @@ def test_concurrent_duplicates_make_one_row(agent):
     assert OversightRequest.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_one_key_sent_at_once_with_a_routine_and_a_critical_body_never_deadlocks(agent):
+    """A critical submission locks its agent's row to count what is pending; a routine one
+    only references that row. Were the lock one that blocks references, the two would wait
+    on each other through the idempotency key's unique index (PostgreSQL: a deadlock, a 503)."""
+    from django.db import connection
+
+    from oversight import actions
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks and unique-index waits are PostgreSQL's")
+    for round_ in range(20):
+        barrier = threading.Barrier(6)
+        outcomes = []
+
+        def send(n, barrier=barrier, outcomes=outcomes, key=f"mixed-{round_}"):
+            metrics = {"delegation_depth": 9} if n % 2 else {}
+            submission = actions.Submission("delegate", "x", {"n": n % 2}, metrics, idempotency_key=key)
+            try:
+                barrier.wait()
+                outcomes.append(actions.do_submit(agent.agent, submission)[1])
+            except actions.IdempotencyConflict:
+                outcomes.append("conflict")
+            except Exception as error:  # what went wrong is the finding
+                outcomes.append(repr(error)[:200])
+            finally:
+                close_old_connections()
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(outcomes) <= {True, False, "conflict"} and outcomes.count(True) == 1, outcomes
+        assert OversightRequest.objects.filter(idempotency_key=f"mixed-{round_}").count() == 1
+
+
 def test_a_database_that_is_down_is_a_503_to_retry_not_a_500(client, agent):
     from django.db import connections
 
