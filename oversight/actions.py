@@ -154,16 +154,17 @@ def check_host(agent: Agent, host: str | None) -> None:
 def host_pressure_for(agent: Agent, metrics: dict, now: datetime) -> float | None:
     """The monitored pressure of the agent's host from a sample under 60 s old.
 
-    The host is the one the request names when the agent may name it, else the
-    agent's bound hosts (the highest of them), else the host of its latest samples.
+    A bound agent is judged by the highest of its bound hosts, whichever of them the
+    request names: naming the calm one (or one with no recent sample) must not hide the
+    pressure of the others (spec §9.1, risk an agent cannot understate). An agent without
+    bound hosts: the host the request names, else the host of its latest samples.
     """
     from monitoring.hooks import recent_host_pressure
 
-    named = metrics.get("host")
     if agent.hosts:
-        hosts = [named] if named in agent.hosts else list(agent.hosts)
+        hosts = list(agent.hosts)
     else:
-        hosts = [named or agent.last_host]
+        hosts = [metrics.get("host") or agent.last_host]
     pressures = [p for p in (recent_host_pressure(h, now) for h in hosts if h) if p is not None]
     return max(pressures) if pressures else None
 

@@ -78,6 +78,18 @@ def test_a_bound_agent_is_judged_by_its_own_host_and_may_name_no_other(client, a
     assert body["triggers"][0]["monitored_value"] == 97.0 and body["status"] == "pending"
 
 
+def test_a_bound_agent_naming_its_calm_host_is_judged_by_the_highest_of_its_hosts(client, agent):
+    """Naming the calm (or silent) one of its bound hosts does not hide the others' pressure."""
+    agent.agent.hosts = ["db-1", "db-2", "db-3"]
+    agent.agent.save()
+    _sample("db-1", 97.0)
+    _sample("db-2", 4.0)
+    for named in ("db-2", "db-3"):  # db-3 has no recent sample at all
+        body = submit(client, agent, metrics={"memory_pressure": 10, "host": named}).json()
+        assert body["status"] == "pending", named
+        assert body["triggers"][0]["monitored_value"] == 97.0 and body["triggers"][0]["source"] == "monitoring"
+
+
 def test_a_bound_agent_cannot_push_samples_for_another_host(client, agent):
     agent.agent.hosts = ["db-1"]
     agent.agent.save()
