@@ -1,6 +1,6 @@
 // The approval queue: live rows from /ws/feed/, deciding in place, bulk and keyboard.
 import {
-  clockOffset, connectFeed, countdownText, describeDecision, postForm, secondsLeft, showState,
+  clockOffset, connectFeed, countdownText, describeDecision, postForm, secondsLeft, showState, shown,
 } from "./feed.js";
 import { grantEvent, reloadGrants } from "./grants.js";
 
@@ -386,10 +386,3 @@ counted();
 setInterval(() => rows().forEach(tickRow), 1000);
 const status = document.getElementById("live-status");
 connectFeed({ onSnapshot: applySnapshot, onEvent, onState: (state, delay) => showState(status, state, delay) });
-
-// What a person cannot see for what it is (a right-to-left override, a zero-width space…)
-// as its \uXXXX escape, as the server shows it (oversight/jsontext.py `visible`).
-function shown(text) {
-  return text.replace(/[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/gu, (char) => char === "\n" ? char :
-    Array.from({ length: char.length }, (_, i) => `\\u${char.charCodeAt(i).toString(16).padStart(4, "0")}`).join(""));
-}

@@ -1,5 +1,5 @@
 // One request's page: its countdown, its decision arriving live, and the reason check.
-import { clockOffset, connectFeed, countdownText, describeDecision, localiseTimes, showState } from "./feed.js";
+import { clockOffset, connectFeed, countdownText, describeDecision, localiseTimes, showState, shown } from "./feed.js";
 
 const page = document.querySelector("article.request");
 const offset = clockOffset();
@@ -130,11 +130,4 @@ function describeChange(change) {
   if (change.op !== "add") item.textContent += `: was ${shown(JSON.stringify(change.from))}`;
   if (change.op !== "remove") item.textContent += ` → ${shown(JSON.stringify(change.to))}`;
   return item;
-}
-
-// What a person cannot see for what it is (a right-to-left override, a zero-width space…)
-// as its \uXXXX escape, as the server shows payloads (oversight/jsontext.py `shown`).
-function shown(text) {
-  return text.replace(/[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/gu, (char) => char === "\n" ? char :
-    Array.from({ length: char.length }, (_, i) => `\\u${char.charCodeAt(i).toString(16).padStart(4, "0")}`).join(""));
 }

@@ -177,6 +177,22 @@ def test_it_renders_hostile_text_as_text(live, open_page, operator, agent):
     assert page.locator("article img, article script").count() == 0
 
 
+def test_it_shows_characters_no_one_can_see_as_their_escapes(live, open_page, operator, agent):
+    """A right-to-left override makes "rm -rf /tmp/‮fdp.txt" read as "…txt.pdf": the live
+    row (the feed's script), the page as served and the request page show the escape."""
+    summary = "Delete /tmp/\u202efdp.txt"
+    escaped = "Delete /tmp/\\u202efdp.txt"
+    page = open_page(live.url, "olivia")
+    wait_live(page)
+    created = submit(live.url, agent, summary=summary, payload={"path": "/tmp/\u202efdp.txt"})
+    expect(row(page, created["id"]).locator(".summary")).to_have_text(escaped)
+    page.reload()
+    expect(row(page, created["id"]).locator(".summary")).to_have_text(escaped)
+    page.goto(f"{live.url}/requests/{created['id']}/")
+    expect(page.locator("p.summary")).to_have_text(escaped)
+    expect(page.locator(".payload").first).to_contain_text('"/tmp/\\u202efdp.txt"')
+
+
 def test_it_shows_alerts_and_memory_pressure_from_the_feed(live, open_page, operator):
     page = open_page(live.url, "olivia")
     wait_live(page)
