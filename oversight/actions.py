@@ -87,6 +87,18 @@ class BulkCannotCompleteQuorum(Exception):
         )
 
 
+class BulkCannotApproveAnEdit(BulkCannotCompleteQuorum):
+    """A bulk approval never approves a payload another approver changed: the queue does not
+    show the change, so it is approved on the request's page, where it is shown."""
+
+    def __init__(self, request: OversightRequest):
+        self.request = request
+        Exception.__init__(
+            self, "Another operator approved this request with changes to its payload: "
+            "approve it on its own page, where the changes are shown."
+        )
+
+
 class PolicyInvalid(Exception):
     def __init__(self, errors: dict[str, str]):
         self.errors = errors
@@ -528,7 +540,8 @@ def do_approve(
 
     A `bulk` approval counts as one operator's approval like any other, except that it
     never completes a quorum of two or more (BulkCannotCompleteQuorum, nothing recorded):
-    it can only add a partial approval.
+    it can only add a partial approval; and never one to a payload another approver
+    changed (BulkCannotApproveAnEdit), which the queue does not show.
 
     An approval with changes (`payload`) is for the new payload: it discards the
     approvals given before it. Under a quorum a standing grant is made by the approval
@@ -547,6 +560,8 @@ def do_approve(
         approvals = [entry] if payload is not None else [*req.approvals, entry]
         count = req.approval_count
         complete = len(approvals) >= req.required_approvals
+        if bulk and req.decision_payload is not None:
+            raise BulkCannotApproveAnEdit(req)
         if bulk and complete and req.required_approvals >= 2:
             # Judged on the row as read for the claim below: if another approval lands
             # first, the claim fails and this is judged again on the new count.

@@ -96,6 +96,25 @@ def test_a_bulk_approval_counts_as_one_approval_but_never_completes_a_quorum(age
 
 
 @pytest.mark.django_db
+def test_a_bulk_approval_never_adds_itself_to_an_edit_the_queue_does_not_show(agent, client, operator):
+    """Under a quorum of three, alice approves with changes; bob's bulk approval from the
+    queue (which shows no payload) would approve her edit unseen: refused, nothing recorded;
+    on the request's page, where the edit is shown, he may."""
+    quorum(3)
+    req = ask(agent, {"rows": 10})
+    approve(req, "alice", payload={"rows": 1})
+    with pytest.raises(actions.BulkCannotApproveAnEdit):
+        approve(req, "bob", bulk=True)
+    req.refresh_from_db()
+    assert [a["by"] for a in req.approvals] == ["alice"] and req.approval_count == 1
+    client.force_login(operator)
+    answer = client.post("/requests/decide", {"ids": [req.id], "outcome": "approve"},
+                         headers={"Accept": "application/json"})
+    assert [r["status"] for r in answer.json()["results"]] == [403]
+    assert approve(req, "bob").approvals[-1]["by"] == "bob"
+
+
+@pytest.mark.django_db
 def test_the_request_keeps_the_quorum_it_was_evaluated_under(agent):
     quorum(3)
     req = ask(agent)
