@@ -76,26 +76,34 @@ class AlreadyApproved(Exception):
         super().__init__("You already approved this request; another operator must approve it too.")
 
 
-class BulkCannotCompleteQuorum(Exception):
+class BulkRefused(Exception):
+    """A bulk approval that must be given on the request's own instead (nothing recorded)."""
+
+    def __init__(self, request: OversightRequest, message: str):
+        self.request = request
+        super().__init__(message)
+
+
+class BulkCannotCompleteQuorum(BulkRefused):
     """A bulk approval never completes a quorum of two or more (it may add a partial approval)."""
 
     def __init__(self, request: OversightRequest):
-        self.request = request
         super().__init__(
+            request,
             f"Yours would be approval {len(request.approvals) + 1} of {request.required_approvals}, the last: "
-            "a bulk approval never completes a quorum of two or more. Approve this request on its own."
+            "a bulk approval never completes a quorum of two or more. Approve this request on its own.",
         )
 
 
-class BulkCannotApproveAnEdit(BulkCannotCompleteQuorum):
+class BulkCannotApproveAnEdit(BulkRefused):
     """A bulk approval never approves a payload another approver changed: the queue does not
     show the change, so it is approved on the request's page, where it is shown."""
 
     def __init__(self, request: OversightRequest):
-        self.request = request
-        Exception.__init__(
-            self, "Another operator approved this request with changes to its payload: "
-            "approve it on its own page, where the changes are shown."
+        super().__init__(
+            request,
+            "Another operator approved this request with changes to its payload: "
+            "approve it on its own page, where the changes are shown.",
         )
 
 
@@ -552,12 +560,21 @@ def do_approve(
         req = _load(request_id)
         if req.status != Status.PENDING:
             raise AlreadyDecided(req)
-        if payload is None and any(a.get("by") == by for a in req.approvals):
+        # Judged on the row as read for the claim below: a payload equal (as canonical JSON,
+        # as the receipt signs it; in Python `0 == False`) to the one that stands (under a
+        # quorum, an earlier approval's edit) is a plain approval of it; any other, an edit
+        # back to the submitted one too, is an approval with changes.
+        edit = payload
+        if edit is not None:
+            stands = req.decision_payload if req.decision_payload is not None else req.payload
+            if receipts.payload_digest(edit) == receipts.payload_digest(stands):
+                edit = None
+        if edit is None and any(a.get("by") == by for a in req.approvals):
             raise AlreadyApproved(req)
         entry = {"by": by, "at": iso(now)}
         if grant is not None:
             entry["grant"] = {"seconds": grant.seconds, "uses": grant.uses, "any_payload": grant.any_payload}
-        approvals = [entry] if payload is not None else [*req.approvals, entry]
+        approvals = [entry] if edit is not None else [*req.approvals, entry]
         count = req.approval_count
         complete = len(approvals) >= req.required_approvals
         if bulk and req.decision_payload is not None:
@@ -567,12 +584,12 @@ def do_approve(
             # first, the claim fails and this is judged again on the new count.
             raise BulkCannotCompleteQuorum(req)
         changes = {"approvals": approvals, "approval_count": count + 1}
-        if payload is not None:
+        if edit is not None:
             # An edit back to the submitted payload (after another approver's edit) still
             # discards the approvals before it, and leaves the decision with no payload of
             # its own: the agent runs what it submitted.
-            unchanged = receipts.payload_digest(payload) == receipts.payload_digest(req.payload)
-            changes["decision_payload"] = None if unchanged else payload
+            unchanged = receipts.payload_digest(edit) == receipts.payload_digest(req.payload)
+            changes["decision_payload"] = None if unchanged else edit
         if complete:
             changes |= {"status": Status.APPROVED, "decision_source": Source.OPERATOR, "decided_by": by,
                         "decision_reason": reason, "decided_at": now, "decision_note": note}
@@ -585,7 +602,7 @@ def do_approve(
                 AuditEvent.objects.create(
                     request=req, kind=AuditEvent.Kind.APPROVED, at=now, actor=by,
                     data={"approvals": len(approvals), "required": req.required_approvals,
-                          "with_changes": payload is not None},
+                          "with_changes": edit is not None},
                 )
                 if not complete:
                     _broadcast(req, "request.updated")

@@ -18,7 +18,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from monitoring.hooks import firing_alerts
-from oversight import actions, deciders, jsontext, receipts
+from oversight import actions, deciders, jsontext
 from oversight.api.errors import error_response
 from oversight.models import FINAL_STATUSES, REJECT_PRESETS, OversightRequest, Policy, Source, StandingGrant, Status
 from oversight.roles import MANAGERS, OPERATORS, has_role, is_manager, is_operator, role_required
@@ -333,7 +333,7 @@ def decide_one(
     if payload_text.strip():
         if outcome != Status.APPROVED:
             raise DecideError(400, "Only an approval can change the payload.")
-        payload = _edited_payload(request_id, payload_text)
+        payload = _edited_payload(payload_text)
     grant = _grant_asked(request_id, outcome, standing or {})
     try:
         return actions.do_decide(
@@ -344,8 +344,8 @@ def decide_one(
         raise DecideError(404, "No such request.") from None
     except actions.AlreadyApproved as repeat:
         raise DecideError(409, str(repeat), repeat.request, code="already_approved") from None
-    except actions.BulkCannotCompleteQuorum as quorum:
-        raise DecideError(403, str(quorum), quorum.request) from None
+    except actions.BulkRefused as refused:
+        raise DecideError(403, str(refused), refused.request) from None
     except actions.AlreadyDecided as lost:
         req = lost.request
         who = req.decided_by or req.decision_source
@@ -385,8 +385,10 @@ def _grant_asked(request_id, outcome: str, fields: dict) -> actions.GrantAsked |
     return actions.GrantAsked(seconds=int(seconds), uses=int(uses), any_payload=scope == "any")
 
 
-def _edited_payload(request_id, text: str) -> dict | None:
-    """The edited payload, or None when it is the payload as submitted.
+def _edited_payload(text: str) -> dict:
+    """The payload the approver sent, parsed and checked (whether it changes the payload
+    as it stands is judged by the approval itself, `actions.do_approve`, on the row it
+    claims).
 
     Parsed exactly as a submission's payload is (oversight.jsontext): no duplicate
     member, NaN, Infinity or non-finite number, unpaired surrogate, NUL, or integer
@@ -403,15 +405,7 @@ def _edited_payload(request_id, text: str) -> dict | None:
         raise _payload_error({"payload": ["must be a JSON object"]})
     if problems := jsontext.payload_problems(edited, "payload"):
         raise _payload_error(problems)
-    # Compared with the payload as it stands (under a quorum, an earlier approval may have
-    # edited it), so that an edit back to the submitted payload is a change, not an
-    # approval of the other approver's edit. As canonical JSON, as the receipt signs it:
-    # in Python `0 == False` and `1 == True`, so `==` would drop such an edit unseen.
-    stands = (
-        OversightRequest.objects.filter(id=request_id).values_list("decision_payload", "payload").first()
-    )
-    current = stands and (stands[0] if stands[0] is not None else stands[1])
-    return None if receipts.payload_digest(edited) == receipts.payload_digest(current) else edited
+    return edited
 
 
 def _payload_error(details: dict[str, list[str]]) -> DecideError:
