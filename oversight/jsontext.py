@@ -142,7 +142,7 @@ def visible(text: str) -> str:
 
 
 def _unseen(char: str) -> bool:
-    return char not in "\n" and unicodedata.category(char) in _UNSEEN_CATEGORIES
+    return char != "\n" and unicodedata.category(char) in _UNSEEN_CATEGORIES
 
 
 def _escaped(char: str) -> str:

@@ -143,7 +143,7 @@ export function localiseTimes(root = document) {
 
 // What a person cannot see for what it is (a right-to-left override, a zero-width space…)
 // as its \uXXXX escape, as the server shows agents' text (oversight/jsontext.py `visible`).
-export function shown(text) {
+export function visible(text) {
   return text.replace(/[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/gu, (char) => char === "\n" ? char :
     Array.from({ length: char.length }, (_, i) => `\\u${char.charCodeAt(i).toString(16).padStart(4, "0")}`).join(""));
 }

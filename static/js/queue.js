@@ -1,6 +1,6 @@
 // The approval queue: live rows from /ws/feed/, deciding in place, bulk and keyboard.
 import {
-  clockOffset, connectFeed, countdownText, describeDecision, postForm, secondsLeft, showState, shown,
+  clockOffset, connectFeed, countdownText, describeDecision, postForm, secondsLeft, showState, visible,
 } from "./feed.js";
 import { grantEvent, reloadGrants } from "./grants.js";
 
@@ -56,7 +56,7 @@ function fill(row, request) {
   link.href = `/requests/${encodeURIComponent(request.id)}/`;
   link.textContent = request.operation;
   row.querySelector(".agent").textContent = request.agent;
-  row.querySelector(".summary").textContent = shown(request.summary);
+  row.querySelector(".summary").textContent = visible(request.summary);
   row.querySelector(".escalated").hidden = !request.escalated_at;
   row.querySelector(".reason").setAttribute("aria-label", `Reason to reject ${request.operation}`);
   for (const form of row.querySelectorAll("form.decide")) {
@@ -375,7 +375,7 @@ if ("Notification" in window && Notification.permission === "default" && !localS
 
 function notify(request) {
   if (!document.hidden || !("Notification" in window) || Notification.permission !== "granted") return;
-  new Notification(`Oversight: ${request.operation}`, { body: `${request.agent}: ${shown(request.summary)}`, tag: request.id });
+  new Notification(`Oversight: ${request.operation}`, { body: `${request.agent}: ${visible(request.summary)}`, tag: request.id });
 }
 
 // --- Start ----------------------------------------------------------------------------

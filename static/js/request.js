@@ -1,5 +1,5 @@
 // One request's page: its countdown, its decision arriving live, and the reason check.
-import { clockOffset, connectFeed, countdownText, describeDecision, localiseTimes, showState, shown } from "./feed.js";
+import { clockOffset, connectFeed, countdownText, describeDecision, localiseTimes, showState, visible } from "./feed.js";
 
 const page = document.querySelector("article.request");
 const offset = clockOffset();
@@ -126,8 +126,8 @@ function describeChange(change) {
   const item = document.createElement("li");
   item.dataset.op = change.op;
   const words = { add: "add", remove: "remove", replace: "change" }[change.op];
-  item.textContent = `${words} ${shown(change.path)}`;
-  if (change.op !== "add") item.textContent += `: was ${shown(JSON.stringify(change.from))}`;
-  if (change.op !== "remove") item.textContent += ` → ${shown(JSON.stringify(change.to))}`;
+  item.textContent = `${words} ${visible(change.path)}`;
+  if (change.op !== "add") item.textContent += `: was ${visible(JSON.stringify(change.from))}`;
+  if (change.op !== "remove") item.textContent += ` → ${visible(JSON.stringify(change.to))}`;
   return item;
 }
