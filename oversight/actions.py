@@ -37,7 +37,7 @@ from oversight.models import (
     StandingGrant,
     Status,
 )
-from oversight.serializers import grant_dict, iso, request_dict
+from oversight.serializers import grant_dict, iso, payload_changed_by, request_dict
 
 
 class AlreadyDecided(Exception):
@@ -577,7 +577,7 @@ def do_approve(
         approvals = [entry] if edit is not None else [*req.approvals, entry]
         count = req.approval_count
         complete = len(approvals) >= req.required_approvals
-        if bulk and req.decision_payload is not None:
+        if bulk and payload_changed_by(req) is not None:
             raise BulkCannotApproveAnEdit(req)
         if bulk and complete and req.required_approvals >= 2:
             # Judged on the row as read for the claim below: if another approval lands

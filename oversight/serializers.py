@@ -40,6 +40,18 @@ def approvals_list(req: OversightRequest) -> list[dict]:
     return []
 
 
+def payload_changed_by(req: OversightRequest) -> str | None:
+    """Who changed the payload that stands (the decision's payload), or None while it
+    stands as submitted. Under a quorum the approvals still needed are for that payload,
+    which only the request's page shows: the queue offers no Approve for it, and a bulk
+    approval is refused."""
+    if req.decision_payload is None:
+        return None
+    # An approval with changes discards the approvals given before it: it leads the list.
+    approvals = approvals_list(req)
+    return approvals[0]["by"] if approvals else req.decided_by
+
+
 def request_dict(req: OversightRequest) -> dict:
     """The request resource. `req.agent` should be loaded (select_related)."""
     return {
@@ -62,6 +74,7 @@ def request_dict(req: OversightRequest) -> dict:
         "required_approvals": req.required_approvals,
         "approver_groups": req.approver_groups,
         "approvals": approvals_list(req),
+        "payload_changed_by": payload_changed_by(req),
         "decision": decision_dict(req),
         "poll_after_ms": POLL_AFTER_MS if req.status == Status.PENDING else None,
     }

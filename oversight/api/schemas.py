@@ -307,6 +307,10 @@ class RequestResource(BaseModel):
         default_factory=list, description="Groups whose members may decide (empty: every operator)."
     )
     approvals: list[Approval] = Field(default_factory=list, description="Operators' approvals so far, in order.")
+    payload_changed_by: str | None = Field(
+        None, description="The operator whose approval with changes set the payload that stands "
+        "(decision.payload once approved); null while it stands as submitted.",
+    )
     decision: Decision | None
     poll_after_ms: int | None
 

@@ -167,7 +167,7 @@ def test_openapi_describes_the_oversight_fields_and_codes(client):
     doc = client.get("/api/v1/openapi.json").json()
     schemas = doc["components"]["schemas"]
     resource = schemas["RequestResource"]["properties"]
-    assert {"required_approvals", "approvals", "approver_groups"} <= set(resource)
+    assert {"required_approvals", "approvals", "approver_groups", "payload_changed_by"} <= set(resource)
     assert set(schemas["Approval"]["properties"]) == {"by", "at"}
     assert {"agent_value", "monitored_value"} <= set(schemas["Trigger"]["properties"])
     assert "min_timeout_seconds" in schemas["SubmitRequest"]["properties"]["timeout_seconds"]["description"]

@@ -233,6 +233,25 @@ def test_an_approval_with_changes_discards_the_approvals_before_it(agent):
 
 
 @pytest.mark.django_db
+def test_the_resource_names_who_changed_the_payload_that_stands(agent):
+    """What the queue's rows are drawn from (the feed's and the page's resource): the
+    approver whose edit the approvals still needed are for, null while none stands."""
+    quorum(3)
+    req = ask(agent, {"table": "staging"})
+    assert request_dict(req)["payload_changed_by"] is None
+    assert request_dict(approve(req, "alice"))["payload_changed_by"] is None
+    assert request_dict(approve(req, "bob", payload={"table": "copy"}))["payload_changed_by"] == "bob"
+    assert request_dict(approve(req, "alice"))["payload_changed_by"] == "bob"  # a plain approval of it
+    back = approve(req, "carol", payload={"table": "staging"})  # back to the agent's: nothing changed stands
+    assert request_dict(back)["payload_changed_by"] is None and [a["by"] for a in back.approvals] == ["carol"]
+    approve(req, "dave", payload={"table": "copy"})
+    approve(req, "erin")
+    done = request_dict(approve(req, "frank"))
+    assert done["status"] == "approved" and done["decision"]["payload"] == {"table": "copy"}
+    assert done["payload_changed_by"] == "dave"
+
+
+@pytest.mark.django_db
 def test_under_a_quorum_a_grant_needs_every_approver_and_the_shortest_applies(agent):
     from oversight.models import StandingGrant
 
