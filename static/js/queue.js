@@ -59,13 +59,13 @@ function fill(row, request) {
   row.querySelector(".summary").textContent = visible(request.summary);
   row.querySelector(".escalated").hidden = !request.escalated_at;
   row.querySelector(".reason").setAttribute("aria-label", `Reason to reject ${request.operation}`);
+  permit(row, request);
   for (const form of row.querySelectorAll("form.decide")) {
     form.action = `/requests/${encodeURIComponent(request.id)}/decide`;
   }
   const badges = row.querySelector(".badges");
   badges.replaceChildren(...request.triggers.filter((t) => t.fired).map(badge));
   row.querySelector(".countdown").dateTime = request.deadline || "";
-  permit(row, request);
   tickRow(row);
 }
 
@@ -83,13 +83,22 @@ function approvalLine(request) {
 }
 
 // Buttons for this person: none when they may not decide, no Approve once they approved.
+// A payload another approver changed is not shown here, so it is not approved here: the
+// row links to the request's page, which shows the change (the server's `payload_changed_by`).
 function permit(row, request) {
   const allowed = mayDecide(request);
   const approvedByMe = (request.approvals || []).some((approval) => approval.by === viewer.username);
+  const changedBy = request.payload_changed_by ?? null;
+  const changed = row.querySelector(".changed");
+  changed.hidden = changedBy === null;
+  changed.querySelector(".changed-by").textContent = visible(changedBy || "");
   const actions = row.querySelector(".actions");
-  if (actions) actions.hidden = !allowed;
-  const approve = row.querySelector(".approve-form");
-  if (approve) approve.hidden = approvedByMe;
+  if (actions) {
+    actions.hidden = !allowed;
+    show(actions, ".approve-form", !approvedByMe && changedBy === null);
+    const review = show(actions, ".review", !approvedByMe && changedBy !== null);
+    if (review) review.href = `/requests/${encodeURIComponent(request.id)}/`;
+  }
   const pick = row.querySelector(".pick");
   pick.hidden = !allowed;
   pick.disabled = !allowed;
@@ -98,6 +107,18 @@ function permit(row, request) {
   const approvals = row.querySelector(".approvals");
   approvals.textContent = line;
   approvals.hidden = !line;
+}
+
+// Shows or hides one control of a row. A served row holds only the controls it showed
+// then; a live change may need another, taken from the live rows' template.
+function show(actions, selector, shown) {
+  let element = actions.querySelector(selector);
+  if (!element && shown) {
+    element = template.content.querySelector(`.actions ${selector}`).cloneNode(true);
+    actions.querySelector(".reject-form").before(element);
+  }
+  if (element) element.hidden = !shown;
+  return element;
 }
 
 function badge(trigger) {

@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from playwright.sync_api import expect
 
 from oversight import actions
+from tests.browser.conftest import screenshot
 from tests.browser.test_queue import read, row, submit, wait_live
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -102,3 +103,53 @@ def test_a_bulk_approval_counts_once_and_leaves_the_last_approval_to_a_single_on
     expect(row(theirs, request["id"])).to_have_count(0)
     final = read(live.url, agent, request["id"])
     assert final["status"] == "approved" and [a["by"] for a in final["approvals"]] == ["olivia", "oscar"]
+
+
+def test_a_payload_another_approver_changed_is_reviewed_on_its_page_never_approved_from_the_queue(
+        live, open_page, operator, second_operator, agent):
+    """olivia approves with changes on the request's page; oscar's open queues (a row that
+    arrived live, and one the server rendered) turn, live, to a mark and a link to the
+    page, with no Approve: the queue shows no payload, so it approves none changed."""
+    quorum_policy()
+    arrived = open_page(live.url, "oscar")
+    wait_live(arrived)
+    request = submit(live.url, agent, "Drop the staging database", operation="drop-db", payload={"rows": 10})
+    expect(row(arrived, request["id"]).locator("button.approve")).to_be_visible()
+    served = open_page(live.url, "oscar")
+    wait_live(served)
+    expect(row(served, request["id"]).locator("button.approve")).to_be_visible()
+    expect(row(served, request["id"]).locator(".changed")).to_be_hidden()
+
+    page = open_page(live.url, "olivia", f"/requests/{request['id']}/")
+    page.get_by_text("Approve with changes to the payload").click()
+    page.locator("#payload-editor").fill('{"rows": 100000}')
+    page.locator("#approve-button").click()
+    page.locator("#approve-button").click()  # the changes seen: approve
+    expect(page.locator("#approvals")).to_have_text("1 of 2 approved — by olivia")
+
+    for queue in (arrived, served):
+        item = row(queue, request["id"])
+        expect(item.locator(".changed")).to_have_text("Payload changed by olivia — review it on the request's page")
+        expect(item.get_by_role("link", name="Review the change")).to_have_attribute(
+            "href", f"/requests/{request['id']}/")
+        expect(item.locator("button.approve")).to_be_hidden()
+        expect(item.locator("button.reject")).to_be_visible()
+        # The keyboard's approve does nothing to it either.
+        item.focus()
+        queue.keyboard.press("j")
+        queue.keyboard.press("a")
+        expect(item.locator(".result")).to_have_text("")
+    screenshot(arrived, "queue-payload-changed.png")
+    assert read(live.url, agent, request["id"])["status"] == "pending"
+    served.reload()
+    expect(row(served, request["id"]).locator(".changed")).to_contain_text("Payload changed by olivia")
+    expect(row(served, request["id"]).locator("button.approve")).to_have_count(0)
+
+    # Where the change is shown, oscar approves it.
+    row(served, request["id"]).get_by_role("link", name="Review the change").click()
+    expect(served.locator("#edited-payload")).to_contain_text("100000")
+    served.locator("#approve-button").click()
+    expect(served.locator("#status")).to_have_text("approved")
+    final = read(live.url, agent, request["id"])
+    assert final["decision"]["payload"] == {"rows": 100000} and final["payload_changed_by"] == "olivia"
+    assert [a["by"] for a in final["approvals"]] == ["olivia", "oscar"]

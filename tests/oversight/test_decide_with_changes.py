@@ -233,6 +233,41 @@ def test_under_a_quorum_an_edit_back_to_the_submitted_payload_is_a_change(client
     assert claims["payload_sha256"] == receipts.payload_digest({"rows": 10})
 
 
+def _queue_row(page: str, req) -> str:
+    return page.split(f'data-id="{req.id}"')[1].split('<p class="result"')[0]
+
+
+def test_the_queue_offers_no_approve_for_a_payload_another_approver_changed(client, operator, agent):
+    """The queue shows no payload: its Approve would approve another approver's edit
+    unseen. That row names who changed it and links to the request's page instead; Reject
+    stays, and the other rows keep their Approve."""
+    from tests.conftest import _person
+
+    actions.do_change_policy("*", {"required_approvals": 2, "timeout_action": "reject"}, by="maria")
+    # A name is text someone chose: shown escaped, unseen characters too.
+    editor = _person("<i>ed\u202e", "operators")
+
+    def ask(rows):
+        submission = actions.Submission("delegate", "Scrape", {"rows": rows}, {"memory_pressure": 91.0})
+        return actions.do_submit(agent.agent, submission)[0]
+
+    edited, untouched, approved = ask(10), ask(20), ask(30)
+    client.force_login(editor)
+    decide(client, edited, outcome="approve", payload='{"rows": 100000}')
+    decide(client, approved, outcome="approve")
+    client.force_login(operator)
+    page = client.get("/queue/").content.decode()
+
+    row = _queue_row(page, edited)
+    assert "Payload changed by <span class=\"changed-by\">&lt;i&gt;ed\\u202e</span> — review it on the request" in row
+    assert f'<a class="review" href="/requests/{edited.id}/">Review the change</a>' in row
+    assert "approve-form" not in row and 'class="decide reject-form"' in row
+    for other in (untouched, approved):
+        row = _queue_row(page, other)
+        assert '<p class="changed" hidden>' in row and 'class="review"' not in row
+        assert 'class="decide approve-form"' in row and 'class="decide reject-form"' in row
+
+
 TROJAN = {"cmd": "ls \u202e/ fr- mr", "name": "a\u200bb\u2066c", "c1": "x\u0085y", "tag": "t\U000e0041"}
 
 
