@@ -23,7 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from oversight import policy as policies
-from oversight import receipts
+from oversight import prepared, receipts
 from oversight.dbclock import NOW_SQL, DatabaseNow, db_now
 from oversight.diffs import json_changes
 from oversight.events import FEED_GROUP, ROUTINE_GROUP, request_group, send_event_on_commit
@@ -348,10 +348,10 @@ def _insert_decided(req: OversightRequest, audit_rows: list[dict]) -> None:
     """Store a request decided at submission and its three audit rows, in one transaction.
 
     Each value is prepared by its field as the ORM's INSERT would (`get_db_prep_save`).
-    On PostgreSQL outside a transaction both INSERTs go as one simple-protocol query,
-    which the server runs as one transaction and commits before it answers: one round
-    trip. Elsewhere (SQLite, or inside the caller's transaction) they run in an atomic
-    block."""
+    On PostgreSQL outside a transaction both INSERTs are one statement (the request's
+    INSERT in a WITH), prepared on the server (`oversight.prepared`), which commits it
+    before it answers: one round trip, no BEGIN or COMMIT of its own. Elsewhere (SQLite,
+    or inside the caller's transaction) they run in an atomic block."""
     db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: no proxy lookup per value
     request_sql, request_params = _insert(
         OversightRequest, _REQUEST_FIELDS, [[f.get_db_prep_save(getattr(req, f.attname), db) for f in _REQUEST_FIELDS]]
@@ -361,8 +361,9 @@ def _insert_decided(req: OversightRequest, audit_rows: list[dict]) -> None:
                                     for row in audit_rows]
     )
     if db.vendor == "postgresql" and db.get_autocommit() and not db.in_atomic_block:
-        with db.cursor() as cursor:
-            cursor.execute(f"{request_sql}; {audit_sql}", request_params + audit_params)
+        # The audit rows' foreign key is checked at the end of the statement, by
+        # when the request's row is in.
+        prepared.execute(db, [(f"WITH request AS ({request_sql}) {audit_sql}", request_params + audit_params)])
         return
     with transaction.atomic(), db.cursor() as cursor:
         cursor.execute(request_sql, request_params)

@@ -137,6 +137,9 @@ def _database(url: str) -> dict:
         config["OPTIONS"] = {
             # A new connection gives up after this long (an unreachable host).
             "connect_timeout": 2,
+            # Lets the submission's two statements be prepared on the server
+            # (oversight.prepared); Django's cursors bind on the client and never prepare.
+            "prepare_threshold": 5,
             "pool": {
                 "min_size": env_int("DATABASE_POOL_MIN", 2, minimum=0),
                 "max_size": env_int("DATABASE_POOL_MAX", 20, minimum=1),

@@ -5,8 +5,8 @@ the current policies, the latest operator's reject of the same operation and pay
 (the reject cooldown) and the key that signs receipts now. None of them needs a lock,
 so they are read together: one SELECT (the key's row joined to its agent, the reject
 and the signing key as scalar subqueries) and the current policies' rows. On
-PostgreSQL both go in one simple-protocol query, one round trip; on SQLite (in
-process, no round trip) they are two statements.
+PostgreSQL both are prepared on the server and go in one round trip
+(`oversight.prepared`); on SQLite (in process, no round trip) they are two statements.
 
 The key and its agent come from a per-process copy, reused while the row just read
 is equal, column for column, to the one the copy was built from: a revocation, a
@@ -24,6 +24,7 @@ from django.db import connection
 from django.utils.dateparse import parse_datetime
 
 from oversight import policy as policies
+from oversight import prepared
 from oversight.actions import columns
 from oversight.models import Agent, ApiKey, OversightRequest, Policy, SigningKey
 
@@ -86,14 +87,12 @@ def read(digest: str, operation: str, payload_digest: str, now: datetime) -> Sub
         _SQL = _sql()
     at = connection.ops.adapt_datetimefield_value(now)
     params = [operation, payload_digest, operation, payload_digest, at, at, digest]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # One round trip: a simple-protocol query of two statements.
-            cursor.execute(f"{_SQL}; {policies.CURRENT_ROWS_SQL}", [*params, True])
-            row = cursor.fetchone()
-            cursor.nextset()
-            policy_rows = cursor.fetchall()
-        else:
+    if connection.vendor == "postgresql":
+        keys, current_rows = prepared.execute(connection, [(_SQL, params), (policies.CURRENT_ROWS_SQL, [True])])
+        row = keys.fetchone()
+        policy_rows = current_rows.fetchall()
+    else:
+        with connection.cursor() as cursor:
             cursor.execute(_SQL, params)
             row = cursor.fetchone()
             cursor.execute(policies.CURRENT_ROWS_SQL, [True])
