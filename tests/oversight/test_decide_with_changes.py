@@ -208,6 +208,7 @@ def test_under_a_quorum_the_next_approver_sees_and_approves_the_payload_as_it_st
     page = client.get(f"/requests/{req.id}/").content.decode()
     assert json.loads(_editor_text(page)) == {"rows": 100000}
     assert "100000" in page.split('id="payload-title"')[1]  # beside the payload submitted
+    assert f'id="edited-by">{second_operator.username} approved with changes' in page  # and who changed it
     # The form as the page has it: the approval completes the quorum on what it showed.
     done = decide(client, req, outcome="approve", payload=_editor_text(page)).json()["request"]
     assert done["status"] == "approved" and done["decision"]["payload"] == {"rows": 100000}
