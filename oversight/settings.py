@@ -139,7 +139,9 @@ def _database(url: str) -> dict:
             "connect_timeout": 2,
             # Lets the submission's two statements be prepared on the server
             # (oversight.prepared); Django's cursors bind on the client and never prepare.
-            "prepare_threshold": 5,
+            # DATABASE_PREPARE=0 for a connection pooler that cannot keep them (PgBouncer
+            # before 1.21 in transaction mode): they are then sent unprepared.
+            "prepare_threshold": 5 if env_bool("DATABASE_PREPARE", True) else None,
             "pool": {
                 "min_size": env_int("DATABASE_POOL_MIN", 2, minimum=0),
                 "max_size": env_int("DATABASE_POOL_MAX", 20, minimum=1),

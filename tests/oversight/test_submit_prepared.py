@@ -11,7 +11,7 @@ from django.test import RequestFactory
 from oversight.api import views
 from oversight.models import AuditEvent, OversightRequest
 
-pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
+postgresql = pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
 
 
 def _submit(agent, summary: str) -> dict:
@@ -30,6 +30,7 @@ def _prepared() -> list[str]:
         return sorted(row[0] for row in cursor.fetchall())
 
 
+@postgresql
 @pytest.mark.django_db(transaction=True)  # outside a transaction, as a submission runs in the server
 def test_a_routine_submission_reads_and_writes_through_statements_prepared_once(agent):
     first = _submit(agent, "first")
@@ -47,3 +48,12 @@ def test_a_routine_submission_reads_and_writes_through_statements_prepared_once(
         assert stored.summary in {"first", "second"}
         kinds = list(AuditEvent.objects.filter(request=stored).order_by("id").values_list("kind", flat=True))
         assert kinds == ["submitted", "evaluated", "decided"]
+
+
+def test_a_pooler_that_cannot_keep_prepared_statements_can_turn_them_off(monkeypatch):
+    from oversight import settings
+
+    url = "postgres://postgres@127.0.0.1:5432/any"
+    assert settings._database(url)["OPTIONS"]["prepare_threshold"] == 5
+    monkeypatch.setenv("DATABASE_PREPARE", "0")
+    assert settings._database(url)["OPTIONS"]["prepare_threshold"] is None
