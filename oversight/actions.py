@@ -567,8 +567,9 @@ def do_approve(
         # back to the submitted one too, is an approval with changes.
         edit = payload
         if edit is not None:
-            stands = req.decision_payload if req.decision_payload is not None else req.payload
-            if receipts.payload_digest(edit) == receipts.payload_digest(stands):
+            edited, submitted = receipts.payload_digest(edit), receipts.payload_digest(req.payload)
+            stands = submitted if req.decision_payload is None else receipts.payload_digest(req.decision_payload)
+            if edited == stands:
                 edit = None
         if edit is None and any(a.get("by") == by for a in req.approvals):
             raise AlreadyApproved(req)
@@ -589,8 +590,7 @@ def do_approve(
             # An edit back to the submitted payload (after another approver's edit) still
             # discards the approvals before it, and leaves the decision with no payload of
             # its own: the agent runs what it submitted.
-            unchanged = receipts.payload_digest(edit) == receipts.payload_digest(req.payload)
-            changes["decision_payload"] = None if unchanged else edit
+            changes["decision_payload"] = None if edited == submitted else edit
         if complete:
             changes |= {"status": Status.APPROVED, "decision_source": Source.OPERATOR, "decided_by": by,
                         "decision_reason": reason, "decided_at": now, "decision_note": note}

@@ -47,9 +47,9 @@ def payload_changed_by(req: OversightRequest) -> str | None:
     approval is refused."""
     if req.decision_payload is None:
         return None
-    # An approval with changes discards the approvals given before it: it leads the list.
-    approvals = approvals_list(req)
-    return approvals[0]["by"] if approvals else req.decided_by
+    # An approval with changes discards the approvals given before it: it leads the list
+    # (a request decided before approvals were recorded names its decider).
+    return req.approvals[0]["by"] if req.approvals else req.decided_by
 
 
 def request_dict(req: OversightRequest) -> dict:
